@@ -1,0 +1,242 @@
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxDepth bounds nesting so a hostile document cannot exhaust the stack.
+const maxDepth = 64
+
+// parseJSON builds a generic tree (map[string]any, []any, json.Number,
+// string, bool, nil), rejecting duplicate keys and trailing data, which
+// encoding/json would silently accept.
+func parseJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	v, err := parseJSONValue(dec, "", 0)
+	if err != nil {
+		return nil, jsonErr(data, dec, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("invalid JSON: unexpected data after the document at byte %d", dec.InputOffset())
+	}
+	return v, nil
+}
+
+func jsonErr(data []byte, dec *json.Decoder, err error) error {
+	var se *json.SyntaxError
+	off := dec.InputOffset()
+	if errors.As(err, &se) {
+		off = se.Offset
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("invalid JSON: unexpected end of input")
+	}
+	var pe pathError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	line, col := lineCol(data, int(off))
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "json: ")
+	return fmt.Errorf("invalid JSON at line %d, column %d: %s", line, col, msg)
+}
+
+type pathError struct{ path, msg string }
+
+func (e pathError) Error() string {
+	if e.path == "" {
+		return e.msg
+	}
+	return e.path + ": " + e.msg
+}
+
+func lineCol(data []byte, off int) (int, int) {
+	if off > len(data) {
+		off = len(data)
+	}
+	line := 1 + bytes.Count(data[:off], []byte{'\n'})
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	return line, col
+}
+
+func parseJSONValue(dec *json.Decoder, path string, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, pathError{path, fmt.Sprintf("nested deeper than %d levels", maxDepth)}
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			m := map[string]any{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				k, ok := kt.(string)
+				if !ok {
+					return nil, fmt.Errorf("object key is not a string")
+				}
+				kp := childPath(path, k)
+				if _, dup := m[k]; dup {
+					return nil, pathError{kp, "duplicate key"}
+				}
+				v, err := parseJSONValue(dec, kp, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				m[k] = v
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, err
+			}
+			return m, nil
+		case '[':
+			a := []any{}
+			for i := 0; dec.More(); i++ {
+				v, err := parseJSONValue(dec, fmt.Sprintf("%s[%d]", path, i), depth+1)
+				if err != nil {
+					return nil, err
+				}
+				a = append(a, v)
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, err
+			}
+			return a, nil
+		}
+		return nil, fmt.Errorf("unexpected %q", t)
+	default:
+		return t, nil
+	}
+}
+
+// childPath is the generic path of an object member; typed checking later
+// renders map keys as ["key"].
+func childPath(path, k string) string {
+	if path == "" {
+		return k
+	}
+	if isIdent(k) {
+		return path + "." + k
+	}
+	return fmt.Sprintf("%s[%q]", path, k)
+}
+
+func isIdent(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (i > 0 && r >= '0' && r <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// parseYAML builds the same generic tree from YAML, with YAML's own type
+// resolution for scalars and string keys only.
+func parseYAML(data []byte) (any, error) {
+	var n yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&n); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("empty document")
+		}
+		return nil, fmt.Errorf("invalid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, fmt.Errorf("invalid YAML: more than one document in the file (line %d); give one state document", extra.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("invalid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return yamlValue(&n, "", 0)
+}
+
+func yamlValue(n *yaml.Node, path string, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, pathError{path, fmt.Sprintf("nested deeper than %d levels", maxDepth)}
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, nil
+		}
+		return yamlValue(n.Content[0], path, depth)
+	case yaml.AliasNode:
+		return nil, pathError{path, fmt.Sprintf("line %d: YAML aliases are not allowed in state documents; write the value out", n.Line)}
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			kn, vn := n.Content[i], n.Content[i+1]
+			if kn.Kind != yaml.ScalarNode || (kn.Tag != "!!str" && kn.Tag != "!!int" && kn.Tag != "!!bool" && kn.Tag != "!!float") {
+				return nil, pathError{path, fmt.Sprintf("line %d: object keys must be plain strings", kn.Line)}
+			}
+			if kn.Value == "<<" {
+				return nil, pathError{path, fmt.Sprintf("line %d: YAML merge keys are not allowed in state documents", kn.Line)}
+			}
+			k := kn.Value
+			kp := childPath(path, k)
+			if _, dup := m[k]; dup {
+				return nil, pathError{kp, fmt.Sprintf("line %d: duplicate key", kn.Line)}
+			}
+			v, err := yamlValue(vn, kp, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			m[k] = v
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		a := make([]any, 0, len(n.Content))
+		for i, c := range n.Content {
+			v, err := yamlValue(c, fmt.Sprintf("%s[%d]", path, i), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		return a, nil
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return nil, nil
+		case "!!bool":
+			var b bool
+			if err := n.Decode(&b); err != nil {
+				return nil, pathError{path, fmt.Sprintf("line %d: %v", n.Line, err)}
+			}
+			return b, nil
+		case "!!int", "!!float":
+			var f any
+			if err := n.Decode(&f); err != nil {
+				return nil, pathError{path, fmt.Sprintf("line %d: %v", n.Line, err)}
+			}
+			b, err := json.Marshal(f)
+			if err != nil {
+				return nil, pathError{path, fmt.Sprintf("line %d: number %s cannot be represented", n.Line, n.Value)}
+			}
+			return json.Number(b), nil
+		case "!!str", "":
+			return n.Value, nil
+		default:
+			return nil, pathError{path, fmt.Sprintf("line %d: unsupported YAML type %s", n.Line, n.Tag)}
+		}
+	}
+	return nil, pathError{path, "unsupported YAML node"}
+}

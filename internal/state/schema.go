@@ -1,0 +1,46 @@
+package state
+
+import (
+	"encoding/json"
+	"sort"
+
+	"github.com/invopop/jsonschema"
+)
+
+// Schema generates the JSON Schema of the whole document from the plugins'
+// Go types, so the schema can never drift from what the decoder accepts.
+func Schema(types Types) ([]byte, error) {
+	r := &jsonschema.Reflector{
+		DoNotReference:            true,
+		AllowAdditionalProperties: false,
+		ExpandedStruct:            true,
+	}
+	names := make([]string, 0, len(types))
+	for n := range types {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	plugins := jsonschema.NewProperties()
+	for _, n := range names {
+		s := r.Reflect(types[n]())
+		s.Version = ""
+		plugins.Set(n, s)
+	}
+	root := &jsonschema.Schema{
+		Version:     "https://json-schema.org/draft/2020-12/schema",
+		ID:          "https://op-dbus.dev/schema/state-v1.json",
+		Title:       "op-dbus state document",
+		Description: "What a Linux host should be. Partial: only what is named is managed.",
+		Type:        "object",
+		Required:    []string{"version"},
+		Properties:  jsonschema.NewProperties(),
+	}
+	root.Properties.Set("version", &jsonschema.Schema{Const: Version, Description: "document format version"})
+	root.Properties.Set("plugins", &jsonschema.Schema{
+		Type:                 "object",
+		Properties:           plugins,
+		AdditionalProperties: jsonschema.FalseSchema,
+	})
+	root.AdditionalProperties = jsonschema.FalseSchema
+	return json.MarshalIndent(root, "", "  ")
+}
