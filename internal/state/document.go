@@ -208,7 +208,7 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 	doc := &Document{Plugins: map[string]any{}}
 	keys := sortedKeys(root)
 	for _, k := range keys {
-		if k != "version" && k != "plugins" {
+		if k != "version" && k != "plugins" && k != "errors" {
 			ps = append(ps, Problem{Path: k, Msg: "unknown field" + suggest(k, []string{"version", "plugins"})})
 		}
 	}
@@ -221,6 +221,19 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 		ps = append(ps, Problem{Path: "version", Msg: fmt.Sprintf("version %d is not supported by this op-dbus (it reads version %d)", n, Version)})
 	} else {
 		doc.Version = n
+	}
+	// "errors" is written by query for plugins it could not read; it is
+	// informational and ignored on input, but must have its shape.
+	if raw, ok := root["errors"]; ok && raw != nil {
+		em, ok := raw.(map[string]any)
+		if !ok {
+			ps = append(ps, Problem{Path: "errors", Msg: "expected an object of plugin name to message, got " + kindOf(raw)})
+		}
+		for _, k := range sortedKeys(em) {
+			if _, ok := em[k].(string); !ok {
+				ps = append(ps, Problem{Path: fieldPath("errors", k), Msg: "expected a string, got " + describe(em[k])})
+			}
+		}
 	}
 	if raw, ok := root["plugins"]; ok && raw != nil {
 		pm, ok := raw.(map[string]any)

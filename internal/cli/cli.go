@@ -1,0 +1,198 @@
+// Package cli holds op-dbus's commands: flag parsing, output for people and
+// for machines, exit codes. The work itself is the engine's.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/plugin"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "dev"
+
+// Exit codes, as Terraform's -detailed-exitcode.
+const (
+	ExitOK      = 0
+	ExitError   = 1
+	ExitChanges = 2
+)
+
+// exitError carries an exit code; a nil-message one only sets the code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func exitCode(code int) error { return &exitError{code: code} }
+
+// globals are the flags every command shares.
+type globals struct {
+	stateDir string
+	user     bool
+	output   string
+	timeout  time.Duration
+	noColor  bool
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	// isTerminal reports whether stdin is a terminal (for apply's question);
+	// replaceable in tests.
+	stdinTerminal  bool
+	stdoutTerminal bool
+}
+
+// Run executes op-dbus with args and returns the process exit code.
+func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	g.stdinTerminal = isTerminal(stdin)
+	g.stdoutTerminal = isTerminal(stdout)
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "op-dbus: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "op-dbus: %v\n", err)
+	return ExitError
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "op-dbus",
+		Short: "Declare what a Linux host should be, and make it so, safely",
+		Long: `op-dbus treats a Linux host as one declarative state document.
+
+It reads the live state through native interfaces (systemd, hostname1,
+timedate1 and locale1 over D-Bus), shows what would change, applies the
+changes in dependency order, verifies the result and rolls back on failure.
+
+A state document names only what it manages; everything else is left alone:
+
+  {"version": 1,
+   "plugins": {
+     "systemd":  {"units": {"nginx.service": {"active_state": "active", "enabled": true}}},
+     "hostname": {"static_hostname": "web1"}}}
+
+Typical use:
+  op-dbus query > now.json        capture the host as a state document
+  op-dbus diff host.json          what apply would change (exit 2 when changes)
+  op-dbus apply host.json         plan, confirm, apply, verify, roll back on failure
+  op-dbus verify host.json        does the host match? (exit 2 lists mismatches)
+
+Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       versionString(),
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.stateDir, "state-dir", "/var/lib/op-dbus", "directory for everything op-dbus writes (lock, last apply record)")
+	pf.BoolVar(&g.user, "user", false, "manage the user's service manager on the session bus (like systemctl --user)")
+	pf.StringVarP(&g.output, "output", "o", "", "output format: text, json or yaml (query defaults to json)")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Minute, "give up on the whole command after this long")
+	pf.BoolVar(&g.noColor, "no-color", false, "never color the output (NO_COLOR is honored too)")
+	root.AddCommand(
+		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
+		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g),
+	)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{ExitError, fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath())}
+	})
+	return root
+}
+
+func versionString() string {
+	v := Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v += " (" + bi.GoVersion + ")"
+	}
+	return "op-dbus " + v
+}
+
+// context returns the command's context: bounded by --timeout and cancelled
+// by SIGINT/SIGTERM.
+func (g *globals) context() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	return ctx, func() { cancel(); stop() }
+}
+
+// engine builds every registered plugin for these options.
+func (g *globals) engine() (*engine.Engine, func()) {
+	ps := plugin.New(plugin.Options{User: g.user, StateDir: g.stateDir})
+	e := engine.New(ps)
+	return e, func() {
+		for _, p := range ps {
+			if c, ok := p.(plugin.Closer); ok {
+				_ = c.Close()
+			}
+		}
+	}
+}
+
+func (g *globals) format(def string) (string, error) {
+	f := g.output
+	if f == "" {
+		f = def
+	}
+	switch f {
+	case "text", "json", "yaml":
+		return f, nil
+	}
+	return "", &exitError{ExitError, fmt.Errorf("unknown output format %q (use text, json or yaml)", f)}
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the op-dbus version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			f, err := g.format("text")
+			if err != nil {
+				return err
+			}
+			if f != "text" {
+				return writeData(g.stdout, f, map[string]string{"version": Version, "go": goVersion()})
+			}
+			fmt.Fprintln(g.stdout, versionString())
+			return nil
+		},
+	}
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return ""
+}
