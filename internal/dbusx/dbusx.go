@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -84,7 +85,7 @@ func Open(ctx context.Context, b Bus) (*dbus.Conn, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("connect to %s (%s): %w", b, addr, r.err)
+			return nil, fmt.Errorf("connect to %s (%s): %w%s", b, addr, r.err, connectHint(b, r.err))
 		}
 		conn = r.conn
 	case <-ctx.Done():
@@ -205,4 +206,17 @@ func ErrorName(err error) string {
 		return dp.Name
 	}
 	return ""
+}
+
+func connectHint(b Bus, err error) string {
+	if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {
+		return ""
+	}
+	switch b {
+	case System:
+		return " (is dbus-daemon running? set DBUS_SYSTEM_BUS_ADDRESS to use another bus)"
+	case Session:
+		return " (is a session bus running? set DBUS_SESSION_BUS_ADDRESS)"
+	}
+	return " (nothing listens at that address)"
 }

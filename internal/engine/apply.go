@@ -68,6 +68,10 @@ type RollbackResult struct {
 	NotUndone []Mismatch `json:"not_undone,omitempty"`
 }
 
+// RollbackTimeout bounds a rollback, which runs even when the apply's own
+// context was cancelled.
+var RollbackTimeout = 5 * time.Minute
+
 // Apply carries out a plan made by Plan for doc, verifies the result and,
 // on any failure, rolls back exactly the items the transaction touched.
 func (e *Engine) Apply(ctx context.Context, doc *state.Document, plan *Plan) *Result {
@@ -87,7 +91,8 @@ func (e *Engine) Apply(ctx context.Context, doc *state.Document, plan *Plan) *Re
 		}
 		res.Err = fmt.Errorf("verification failed: %s", summarize(res.Verify))
 	} else {
-		res.Err = fmt.Errorf("%s failed: %s", failed[0].Op.Description, failed[0].Error)
+		// Plugin errors already name what they were doing.
+		res.Err = fmt.Errorf("%s: %s", failed[0].Op.Plugin, failed[0].Error)
 		res.Verify = Verification{Error: "not verified: an op failed"}
 	}
 	res.Rollback = e.rollback(ctx, plan, res.Outcomes)
@@ -183,6 +188,10 @@ func (e *Engine) rollback(ctx context.Context, plan *Plan, outcomes []Outcome) *
 		touched[o.Op.Plugin] = appendUnique(touched[o.Op.Plugin], o.Op.Item)
 		items = appendUnique(items, o.Op.Plugin+"/"+o.Op.Item)
 	}
+	// An interrupted apply (Ctrl-C, --timeout) must still be undone: the
+	// rollback gets its own bounded context.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RollbackTimeout)
+	defer cancel()
 	rb := &RollbackResult{Items: items}
 	if len(items) == 0 {
 		rb.Verify = Verification{OK: true}
