@@ -27,7 +27,6 @@ type State struct {
 
 var chassis = []string{"", "desktop", "laptop", "convertible", "server", "tablet", "handset", "watch", "embedded", "vm", "container"}
 
-
 func one(field, method, verb string) dbusprops.Setter {
 	return dbusprops.Setter{
 		Item: field, Fields: []string{field}, Method: method, Verb: verb,

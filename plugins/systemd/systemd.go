@@ -126,10 +126,10 @@ func (p *Plugin) Available(ctx context.Context) error {
 
 type unitStatus struct {
 	Name, Description, LoadState, ActiveState, SubState, Following string
-	Path                                                          dbus.ObjectPath
-	JobID                                                         uint32
-	JobType                                                       string
-	JobPath                                                       dbus.ObjectPath
+	Path                                                           dbus.ObjectPath
+	JobID                                                          uint32
+	JobType                                                        string
+	JobPath                                                        dbus.ObjectPath
 }
 
 type unitFile struct {

@@ -37,7 +37,7 @@ var Spec = dbusprops.Spec{
 	},
 	OmitEmpty: []string{"timezone"},
 	NewState:  func() any { return &State{} },
-	Validate: validate,
+	Validate:  validate,
 }
 
 func init() {

@@ -1,0 +1,54 @@
+# op-dbus: the two commands a fresh Debian machine needs are `make demo` and
+# `make test` (both as root; both install what they need).
+
+GO        ?= go
+BIN       := bin/op-dbus
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/op-dbus/op-dbus/internal/cli.Version=$(VERSION)
+# Debian packages the test bed runs: real dbus-daemon, systemd (user manager,
+# hostnamed, timedated, localed), util-linux (unshare, nsenter).
+DEB_PKGS  := dbus dbus-bin dbus-daemon systemd util-linux iproute2 tzdata
+
+.PHONY: all build deps test check fmt vet unit bench demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/op-dbus
+
+# Install the Debian packages the test bed needs (skipped when present).
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+check: fmt vet
+
+# Every test, against real daemons started by internal/testbed, with the race
+# detector. CI=true makes a test that cannot start its daemon fail, not skip.
+test: deps check
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+unit:
+	$(GO) test -count=1 -short ./internal/state/ ./internal/engine/
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./plugins/systemd/
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/state/
+
+demo: deps build
+	./scripts/demo.sh $(BIN)
+
+clean:
+	rm -rf bin
