@@ -34,6 +34,9 @@ type Setter struct {
 	Args func(v map[string]any) []any
 	// Verb describes the op: "set static hostname".
 	Verb string
+	// Refuse, if set, rejects values the service would accept but not
+	// honour, at plan time, so the plan fails instead of the verification.
+	Refuse func(v map[string]any) error
 }
 
 // Spec describes the object.
@@ -193,6 +196,11 @@ func (p *Plugin) Plan(current, desired any) ([]plugin.Op, error) {
 		}
 		if len(changes) == 0 {
 			continue
+		}
+		if s.Refuse != nil {
+			if err := s.Refuse(vals); err != nil {
+				return nil, err
+			}
 		}
 		desc := s.Verb
 		if len(s.Fields) == 1 {

@@ -13,13 +13,15 @@ import (
 
 // State is the locale part of a state document.
 type State struct {
-	Locale               []string `json:"locale,omitempty" jsonschema:"description=locale variables such as LANG=en_US.UTF-8"`
-	VConsoleKeymap       *string  `json:"vconsole_keymap,omitempty" jsonschema:"description=console keymap (de-latin1)"`
-	VConsoleKeymapToggle *string  `json:"vconsole_keymap_toggle,omitempty"`
-	X11Layout            *string  `json:"x11_layout,omitempty" jsonschema:"description=X11/XKB layout (de)"`
-	X11Model             *string  `json:"x11_model,omitempty"`
-	X11Variant           *string  `json:"x11_variant,omitempty"`
-	X11Options           *string  `json:"x11_options,omitempty"`
+	// A pointer, so that an empty locale is stated ("locale": []) and not
+	// confused with "not managed".
+	Locale               *[]string `json:"locale,omitempty" jsonschema:"description=locale variables such as LANG=en_US.UTF-8"`
+	VConsoleKeymap       *string   `json:"vconsole_keymap,omitempty" jsonschema:"description=console keymap (de-latin1)"`
+	VConsoleKeymapToggle *string   `json:"vconsole_keymap_toggle,omitempty"`
+	X11Layout            *string   `json:"x11_layout,omitempty" jsonschema:"description=X11/XKB layout (de)"`
+	X11Model             *string   `json:"x11_model,omitempty"`
+	X11Variant           *string   `json:"x11_variant,omitempty"`
+	X11Options           *string   `json:"x11_options,omitempty"`
 }
 
 // Spec describes locale1 for dbusprops.
@@ -35,7 +37,14 @@ var Spec = dbusprops.Spec{
 	},
 	Setters: []dbusprops.Setter{
 		{Item: "locale", Fields: []string{"locale"}, Method: "SetLocale", Verb: "set locale",
-			Args: func(v map[string]any) []any { return []any{dbusprops.Strings(v["locale"]), false} }},
+			Args: func(v map[string]any) []any { return []any{dbusprops.Strings(v["locale"]), false} },
+			// localed ignores an empty list (systemd 252): it cannot clear.
+			Refuse: func(v map[string]any) error {
+				if len(dbusprops.Strings(v["locale"])) == 0 {
+					return fmt.Errorf(`locale: [] cannot be applied: locale1 ignores an empty list and keeps the current locale; name the variables to keep, e.g. ["LANG=C.UTF-8"]`)
+				}
+				return nil
+			}},
 		// convert=false: set exactly what the document says; converting would
 		// change the other keyboard setting behind the document's back.
 		{Item: "vconsole", Fields: []string{"vconsole_keymap", "vconsole_keymap_toggle"}, Method: "SetVConsoleKeyboard", Verb: "set console keyboard",
@@ -63,7 +72,10 @@ func validate(st any) state.Problems {
 	s := st.(*State)
 	var ps state.Problems
 	seen := map[string]bool{}
-	for i, e := range s.Locale {
+	if s.Locale == nil {
+		return ps
+	}
+	for i, e := range *s.Locale {
 		path := fmt.Sprintf("locale[%d]", i)
 		k, v, ok := strings.Cut(e, "=")
 		if !ok || v == "" {
