@@ -140,7 +140,7 @@ func (e *Engine) verify(ctx context.Context, desired map[string]any) Verificatio
 
 func (e *Engine) verifyOnce(ctx context.Context, desired map[string]any) Verification {
 	names := sortedKeys(desired)
-	cur := e.Query(ctx, names)
+	cur := e.queryFor(ctx, desired)
 	var errs []error
 	current := map[string]any{}
 	for _, n := range names {
@@ -202,7 +202,7 @@ func (e *Engine) rollback(ctx context.Context, plan *Plan, outcomes []Outcome) *
 		desired[n] = e.plugins[n].Subset(plan.Current[n], its)
 	}
 	names := sortedKeys(desired)
-	cur := e.Query(ctx, names)
+	cur := e.queryFor(ctx, desired)
 	current := map[string]any{}
 	for _, n := range names {
 		if r := cur[n]; r.Err != nil {

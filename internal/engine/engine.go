@@ -38,7 +38,7 @@ func New(ps []plugin.Plugin) *Engine {
 	for _, p := range ps {
 		m[p.Name()] = p
 	}
-	return &Engine{plugins: m, Parallel: 16, VerifyAttempts: 3, VerifyDelay: 200 * time.Millisecond}
+	return &Engine{plugins: m, Parallel: 32, VerifyAttempts: 3, VerifyDelay: 200 * time.Millisecond}
 }
 
 // Plugin returns a plugin by name.
@@ -143,6 +143,41 @@ func (e *Engine) Query(ctx context.Context, names []string) map[string]QueryResu
 	return out
 }
 
+// queryFor reads the plugins of desired, each only as far as desired needs
+// where the plugin can (plugin.Scoped), in parallel.
+func (e *Engine) queryFor(ctx context.Context, desired map[string]any) map[string]QueryResult {
+	names := sortedKeys(desired)
+	out := make(map[string]QueryResult, len(names))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range names {
+		p, ok := e.plugins[n]
+		if !ok {
+			out[n] = QueryResult{Plugin: n, Err: fmt.Errorf("unknown plugin %q", n)}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r := QueryResult{Plugin: n}
+			if err := p.Available(ctx); err != nil {
+				r.Err = fmt.Errorf("unavailable: %w", err)
+			} else if sp, ok := p.(plugin.Scoped); ok {
+				r.State, r.Err = sp.QueryFor(ctx, desired[n])
+			} else {
+				r.State, r.Err = p.Query(ctx)
+			}
+			r.Duration = time.Since(start)
+			mu.Lock()
+			out[n] = r
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // Plan is what apply would do.
 type Plan struct {
 	Ops []plugin.Op `json:"ops"`
@@ -167,7 +202,7 @@ func (e *PluginError) Unwrap() error { return e.Err }
 // picture is how hosts get broken.
 func (e *Engine) Plan(ctx context.Context, doc *state.Document) (*Plan, error) {
 	names := docPlugins(doc)
-	cur := e.Query(ctx, names)
+	cur := e.queryFor(ctx, doc.Plugins)
 	var errs []error
 	for _, n := range names {
 		if r := cur[n]; r.Err != nil {

@@ -49,6 +49,14 @@ type Validator interface {
 	Validate(state any) state.Problems
 }
 
+// Scoped is implemented by plugins that can read only the items a desired
+// state names, much faster than a full Query on a big host (systemd reads
+// every unit file for a full query). For those items the result must equal
+// what Query reports; the engine uses it for plan, verify and rollback.
+type Scoped interface {
+	QueryFor(ctx context.Context, desired any) (any, error)
+}
+
 // Closer is implemented by plugins that hold connections.
 type Closer interface {
 	Close() error

@@ -173,11 +173,28 @@ func (p *Plugin) Query(ctx context.Context) (any, error) {
 	}
 	var reloadCheck []string
 	paths := map[string]dbus.ObjectPath{}
+	// ListUnitFiles names templates, not their instances; an instance's
+	// enablement (getty@tty1.service) is asked for separately.
+	instances := map[string]*dbus.Call{}
+	for _, us := range units {
+		if us.LoadState != "not-found" && strings.Contains(us.Name, "@") && st.Units[us.Name] == nil && ValidUnitName(us.Name) == nil {
+			instances[us.Name] = m.GoWithContext(ctx, managerIfc+".GetUnitFileState", 0, make(chan *dbus.Call, 1), us.Name)
+		}
+	}
 	for _, us := range units {
 		if us.LoadState == "not-found" || ValidUnitName(us.Name) != nil {
 			continue
 		}
 		u := st.Units[us.Name]
+		if c, ok := instances[us.Name]; ok {
+			<-c.Done
+			var fs string
+			if c.Err == nil && c.Store(&fs) == nil && fs != "" {
+				u = &Unit{UnitFileState: fs}
+				setFileState(u, fs)
+				st.Units[us.Name] = u
+			}
+		}
 		if u == nil {
 			u = &Unit{}
 			st.Units[us.Name] = u
