@@ -36,16 +36,12 @@ says what failed, what was undone, and anything that could not be undone).`,
   op-dbus apply --yes -o json host.json`,
 		Args: exactFile,
 		RunE: func(_ *cobra.Command, args []string) error {
-			f, err := g.format("text")
+			r, err := g.openDoc(args[0])
 			if err != nil {
 				return err
 			}
-			e, done := g.engine()
-			defer done()
-			doc, err := load(e, args[0])
-			if err != nil {
-				return err
-			}
+			defer r.close()
+			f, e, doc := r.format, r.e, r.doc
 			if !dryRun && !yes && !g.stdinTerminal {
 				return &exitError{ExitError, errors.New("apply: stdin is not a terminal, so op-dbus cannot ask for confirmation; pass --yes to apply without asking (or --dry-run to only see the plan)")}
 			}

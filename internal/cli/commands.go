@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/state"
 )
 
@@ -97,13 +98,28 @@ func sortedNames(m map[string]engine.QueryResult) []string {
 	return out
 }
 
-// load reads a document; any problem is exit 1 with the problem named.
-func load(e *engine.Engine, path string) (*state.Document, error) {
+// docRun is what diff, verify and apply share: the output format, the
+// engine and the strictly decoded document.
+type docRun struct {
+	format string
+	e      *engine.Engine
+	doc    *state.Document
+	close  func()
+}
+
+// openDoc reads a document; any problem is exit 1 with the problem named.
+func (g *globals) openDoc(path string) (*docRun, error) {
+	f, err := g.format("text")
+	if err != nil {
+		return nil, err
+	}
+	e, done := g.engine()
 	doc, err := e.Load(path)
 	if err != nil {
+		done()
 		return nil, &exitError{ExitError, err}
 	}
-	return doc, nil
+	return &docRun{format: f, e: e, doc: doc, close: done}, nil
 }
 
 func newValidateCmd(g *globals) *cobra.Command {
@@ -266,16 +282,12 @@ Exit codes: 0 the host matches, 2 there are changes, 1 error.`,
   op-dbus diff -o json host.json | jq '.ops[].description'`,
 		Args: exactFile,
 		RunE: func(_ *cobra.Command, args []string) error {
-			f, err := g.format("text")
+			r, err := g.openDoc(args[0])
 			if err != nil {
 				return err
 			}
-			e, done := g.engine()
-			defer done()
-			doc, err := load(e, args[0])
-			if err != nil {
-				return err
-			}
+			defer r.close()
+			f, e, doc := r.format, r.e, r.doc
 			ctx, cancel := g.context()
 			defer cancel()
 			plan, err := e.Plan(ctx, doc)
@@ -363,16 +375,7 @@ func printPlan(g *globals, p *engine.Plan) {
 	}
 }
 
-func show(v any) string {
-	if v == nil {
-		return "(unset)"
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
-}
+func show(v any) string { return plugin.Show(v) }
 
 func plural(n int, one, many string) string {
 	if n == 1 {
@@ -391,16 +394,12 @@ the document, as desired vs current. Nothing is changed.
 Exit codes: 0 the host matches, 2 mismatches (each listed), 1 error.`,
 		Args: exactFile,
 		RunE: func(_ *cobra.Command, args []string) error {
-			f, err := g.format("text")
+			r, err := g.openDoc(args[0])
 			if err != nil {
 				return err
 			}
-			e, done := g.engine()
-			defer done()
-			doc, err := load(e, args[0])
-			if err != nil {
-				return err
-			}
+			defer r.close()
+			f, e, doc := r.format, r.e, r.doc
 			ctx, cancel := g.context()
 			defer cancel()
 			e.VerifyAttempts = 1

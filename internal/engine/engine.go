@@ -114,39 +114,16 @@ func (e *Engine) Query(ctx context.Context, names []string) map[string]QueryResu
 	if len(names) == 0 {
 		names = e.Names()
 	}
-	out := make(map[string]QueryResult, len(names))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, n := range names {
-		p, ok := e.plugins[n]
-		if !ok {
-			out[n] = QueryResult{Plugin: n, Err: fmt.Errorf("unknown plugin %q", n)}
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			r := QueryResult{Plugin: n}
-			if err := p.Available(ctx); err != nil {
-				r.Err = fmt.Errorf("unavailable: %w", err)
-			} else {
-				r.State, r.Err = p.Query(ctx)
-			}
-			r.Duration = time.Since(start)
-			mu.Lock()
-			out[n] = r
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return out
+	return e.query(ctx, names, nil)
 }
 
 // queryFor reads the plugins of desired, each only as far as desired needs
 // where the plugin can (plugin.Scoped), in parallel.
 func (e *Engine) queryFor(ctx context.Context, desired map[string]any) map[string]QueryResult {
-	names := sortedKeys(desired)
+	return e.query(ctx, sortedKeys(desired), desired)
+}
+
+func (e *Engine) query(ctx context.Context, names []string, desired map[string]any) map[string]QueryResult {
 	out := make(map[string]QueryResult, len(names))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -161,9 +138,10 @@ func (e *Engine) queryFor(ctx context.Context, desired map[string]any) map[strin
 			defer wg.Done()
 			start := time.Now()
 			r := QueryResult{Plugin: n}
+			sp, scoped := p.(plugin.Scoped)
 			if err := p.Available(ctx); err != nil {
 				r.Err = fmt.Errorf("unavailable: %w", err)
-			} else if sp, ok := p.(plugin.Scoped); ok {
+			} else if scoped && desired != nil {
 				r.State, r.Err = sp.QueryFor(ctx, desired[n])
 			} else {
 				r.State, r.Err = p.Query(ctx)

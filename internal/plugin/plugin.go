@@ -92,12 +92,13 @@ type Change struct {
 }
 
 func (c Change) String() string {
-	return fmt.Sprintf("%s: desired %s, current %s", c.Path, show(c.Desired), show(c.Current))
+	return fmt.Sprintf("%s: desired %s, current %s", c.Path, Show(c.Desired), Show(c.Current))
 }
 
-func show(v any) string {
+// Show renders a value for people: JSON, or "(unset)" for nil.
+func Show(v any) string {
 	if v == nil {
-		return "(none)"
+		return "(unset)"
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
