@@ -122,7 +122,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	pf.BoolVar(&g.noColor, "no-color", false, "never color the output (NO_COLOR is honored too)")
 	root.AddCommand(
 		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
-		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g),
+		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),
 	)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{ExitError, fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath())}
