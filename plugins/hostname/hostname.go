@@ -21,8 +21,8 @@ type State struct {
 	Hostname       *string `json:"hostname,omitempty" jsonschema:"description=the transient (kernel) hostname; overridden by a static hostname"`
 	PrettyHostname *string `json:"pretty_hostname,omitempty" jsonschema:"description=free-form UTF-8 name for people"`
 	Chassis        *string `json:"chassis,omitempty" jsonschema:"enum=,enum=desktop,enum=laptop,enum=convertible,enum=server,enum=tablet,enum=handset,enum=watch,enum=embedded,enum=vm,enum=container"`
-	Deployment     *string `json:"deployment,omitempty" jsonschema:"description=development, integration, staging, production..."`
-	Location       *string `json:"location,omitempty" jsonschema:"description=where the host is, for people"`
+	Deployment     *string `json:"deployment,omitempty" jsonschema:"description=development\\, integration\\, staging\\, production..."`
+	Location       *string `json:"location,omitempty" jsonschema:"description=where the host is\\, for people"`
 }
 
 var chassis = []string{"", "desktop", "laptop", "convertible", "server", "tablet", "handset", "watch", "embedded", "vm", "container"}

@@ -22,9 +22,9 @@ type Unit struct {
 	Masked      *bool  `json:"masked,omitempty" jsonschema:"description=Masked: linked to /dev/null so it cannot start"`
 
 	// Read-only (reported by query, ignored by plan).
-	SubState         string `json:"sub_state,omitempty" jsonschema:"readOnly=true,description=read-only: systemd's SubState (running, exited, dead, failed...)"`
-	RawActiveState   string `json:"raw_active_state,omitempty" jsonschema:"readOnly=true,description=read-only: systemd's ActiveState (active, failed, activating...)"`
-	UnitFileState    string `json:"unit_file_state,omitempty" jsonschema:"readOnly=true,description=read-only: enabled, disabled, static, masked, ..."`
+	SubState         string `json:"sub_state,omitempty" jsonschema:"readOnly=true,description=read-only: systemd's SubState (running\\, exited\\, dead\\, failed...)"`
+	RawActiveState   string `json:"raw_active_state,omitempty" jsonschema:"readOnly=true,description=read-only: systemd's ActiveState (active\\, failed\\, activating...)"`
+	UnitFileState    string `json:"unit_file_state,omitempty" jsonschema:"readOnly=true,description=read-only: enabled\\, disabled\\, static\\, masked\\, ..."`
 	NeedDaemonReload bool   `json:"need_daemon_reload,omitempty" jsonschema:"readOnly=true,description=read-only: the unit file changed on disk since it was loaded"`
 }
 
