@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/txn"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,7 @@ import (
 )
 
 func newApplyCmd(g *globals) *cobra.Command {
-	var dryRun, yes bool
+	var t txnFlags
 	c := &cobra.Command{
 		Use:   "apply FILE",
 		Short: "Plan, confirm, apply in order, verify, and roll back on failure",
@@ -24,15 +25,22 @@ func newApplyCmd(g *globals) *cobra.Command {
 
 apply queries the plugins the document names, prints the plan, asks for
 confirmation (when stdin is a terminal; --yes skips the question, and without
-a terminal --yes is required), applies the ops in dependency order with a
-progress line per op, then queries again to verify. If an op fails or the
-verification finds a mismatch, every item the transaction touched is restored
-to its state before apply, and the restore is verified too.
+a terminal --yes is required), takes a snapshot, journals the transaction,
+applies the ops in dependency order with a progress line per op, then queries
+again to verify. If an op fails or the verification finds a mismatch, every
+item the transaction touched is restored to its state before apply, and the
+restore is verified too.
+
+With --confirm-within, a verified apply then waits for ` + "`op-dbus commit`" + ` (from
+another shell); if it does not come in time, everything the transaction
+changed is rolled back. If op-dbus is killed at any point, the next run finds
+the journal and rolls the transaction back.
 
 Exit codes: 0 applied and verified (or nothing to do), 1 failed (the message
 says what failed, what was undone, and anything that could not be undone).`,
 		Example: `  op-dbus apply host.json
   op-dbus apply --dry-run host.json
+  op-dbus apply --confirm-within 60s host.json   # then, from another shell: op-dbus commit
   op-dbus apply --yes -o json host.json`,
 		Args: exactFile,
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -41,72 +49,149 @@ says what failed, what was undone, and anything that could not be undone).`,
 				return err
 			}
 			defer r.close()
-			f, e, doc := r.format, r.e, r.doc
-			if !dryRun && !yes && !g.stdinTerminal {
-				return &exitError{ExitError, errors.New("apply: stdin is not a terminal, so op-dbus cannot ask for confirmation; pass --yes to apply without asking (or --dry-run to only see the plan)")}
-			}
-			var unlock func()
-			if !dryRun {
-				unlock, err = lockStateDir(g.stateDir)
-				if err != nil {
-					return &exitError{ExitError, err}
-				}
-				defer unlock()
-			}
-			ctx, cancel := g.context()
-			defer cancel()
-			plan, err := e.Plan(ctx, doc)
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			text := f == "text"
-			if text {
-				printPlan(g, plan)
-			}
-			if plan.Empty() || dryRun {
-				if !text {
-					return writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), DryRun: dryRun, Success: true})
-				}
-				if dryRun && !plan.Empty() {
-					fmt.Fprintln(g.stdout, "\nDry run: nothing was changed.")
-				}
-				return nil
-			}
-			if !yes {
-				if !confirm(g, fmt.Sprintf("\nApply %d %s?", len(plan.Ops), plural(len(plan.Ops), "change", "changes"))) {
-					return &exitError{ExitError, errors.New("apply cancelled; nothing was changed")}
-				}
-			}
-			if text {
-				e.Events = progressPrinter(g)
-				fmt.Fprintln(g.stdout)
-			}
-			start := time.Now()
-			res := e.Apply(ctx, doc, plan)
-			_ = recordLastApply(g.stateDir, doc.Hash(), res)
-			if !text {
-				if err := writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), Result: res, Success: res.Success, Error: errString(res.Err)}); err != nil {
-					return err
-				}
-				if !res.Success {
-					return exitCode(ExitError)
-				}
-				return nil
-			}
-			return printResult(g, res, time.Since(start))
+			return runTransaction(g, r.e, r.doc, "apply", t)
 		},
 	}
-	c.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
-	c.Flags().BoolVarP(&yes, "yes", "y", false, "apply without asking for confirmation")
+	t.register(c)
 	return c
 }
 
+// txnFlags are the flags of every command that changes the host.
+type txnFlags struct {
+	dryRun, yes   bool
+	confirmWithin time.Duration
+}
+
+func (t *txnFlags) register(c *cobra.Command) {
+	c.Flags().BoolVar(&t.dryRun, "dry-run", false, "print the plan and change nothing")
+	c.Flags().BoolVarP(&t.yes, "yes", "y", false, "apply without asking for confirmation")
+	c.Flags().DurationVar(&t.confirmWithin, "confirm-within", 0, "after a verified apply, roll everything back unless `op-dbus commit` comes within this long")
+}
+
+// runTransaction is apply, rollback and snapshot restore: plan, show,
+// confirm, then a journaled transaction with progress and verification.
+func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind string, t txnFlags) error {
+	f, err := g.format("text")
+	if err != nil {
+		return err
+	}
+	if !t.dryRun && !t.yes && !g.stdinTerminal {
+		return &exitError{ExitError, fmt.Errorf("%s: stdin is not a terminal, so op-dbus cannot ask for confirmation; pass --yes to apply without asking (or --dry-run to only see the plan)", kind)}
+	}
+	ctx, cancel := g.context()
+	defer cancel()
+	var m *txnManager
+	if !t.dryRun {
+		unlock, err := txn.Lock(g.stateDir)
+		if err != nil {
+			return &exitError{ExitError, err}
+		}
+		defer unlock()
+		if m, err = g.manager(e); err != nil {
+			return &exitError{ExitError, err}
+		}
+		defer m.Close()
+		if _, err := m.Recover(ctx); err != nil {
+			return &exitError{ExitError, err}
+		}
+	}
+	plan, err := e.Plan(ctx, doc)
+	if err != nil {
+		return &exitError{ExitError, err}
+	}
+	text := f == "text"
+	if text {
+		printPlan(g, plan)
+	}
+	if plan.Empty() || t.dryRun {
+		if !text {
+			return writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), DryRun: t.dryRun, Success: true})
+		}
+		if t.dryRun && !plan.Empty() {
+			fmt.Fprintln(g.stdout, "\nDry run: nothing was changed.")
+		}
+		return nil
+	}
+	if !t.yes {
+		if !confirm(g, fmt.Sprintf("\nApply %d %s?", len(plan.Ops), plural(len(plan.Ops), "change", "changes"))) {
+			return &exitError{ExitError, fmt.Errorf("%s cancelled; nothing was changed", kind)}
+		}
+	}
+	if text {
+		e.Events = progressPrinter(g)
+		fmt.Fprintln(g.stdout)
+	}
+	start := time.Now()
+	opt := txn.Options{Kind: kind, ConfirmWithin: t.confirmWithin, OnWait: func(deadline time.Time) {
+		if text {
+			pal := g.colors()
+			fmt.Fprintf(g.stdout, "\nVerifying... %s\n", pal.green("ok: the host matches the document"))
+			fmt.Fprintf(g.stdout, "%s\n", pal.bold(fmt.Sprintf("Waiting for confirmation until %s: run `op-dbus commit` within %s, or every change is rolled back.",
+				deadline.Local().Format("15:04:05"), t.confirmWithin)))
+		}
+	}}
+	out, err := m.Apply(ctx, doc, plan, opt)
+	if err != nil && out == nil {
+		return &exitError{ExitError, err}
+	}
+	res := out.Result
+	_ = recordLastApply(g.stateDir, doc.Hash(), res)
+	if !text {
+		if werr := writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), Result: res, Snapshot: out.Snapshot,
+			Unconfirmed: out.Unconfirmed, Success: out.Err() == nil && err == nil, Error: errString(out.Err())}); werr != nil {
+			return werr
+		}
+		if out.Err() != nil || err != nil {
+			return &exitError{ExitError, firstErr(err, out.Err())}
+		}
+		return nil
+	}
+	pal := g.colors()
+	switch {
+	case out.Unconfirmed != nil:
+		rb := out.Unconfirmed
+		if rb.Verify.OK {
+			fmt.Fprintf(g.stdout, "%s\n", pal.red("No confirmation came in time: every change was rolled back, and that is verified."))
+		} else {
+			fmt.Fprintf(g.stdout, "%s\n", pal.red("No confirmation came in time; the rollback is INCOMPLETE:"))
+			for _, mm := range rb.NotUndone {
+				fmt.Fprintf(g.stdout, "  could not undo: %s.%s desired %s, current %s\n", mm.Plugin, mm.Path, show(mm.Desired), show(mm.Current))
+			}
+		}
+		return &exitError{ExitError, out.Err()}
+	case res.Success && t.confirmWithin > 0:
+		fmt.Fprintln(g.stdout, pal.green(fmt.Sprintf("Confirmed. Applied %d %s.", len(plan.Ops), plural(len(plan.Ops), "change", "changes"))))
+	default:
+		if perr := printResult(g, res, time.Since(start)); perr != nil {
+			return perr
+		}
+	}
+	if out.Snapshot != "" {
+		fmt.Fprintf(g.stdout, "%s\n", g.colors().dim("Snapshot before this change: "+out.Snapshot+" (undo with `op-dbus rollback`)"))
+	}
+	if err != nil {
+		return &exitError{ExitError, err}
+	}
+	return nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
 type applyOut struct {
-	Plan    planOut        `json:"plan"`
-	DryRun  bool           `json:"dry_run,omitempty"`
-	Result  *engine.Result `json:"result,omitempty"`
-	Success bool           `json:"success"`
-	Error   string         `json:"error,omitempty"`
+	Plan        planOut                `json:"plan"`
+	DryRun      bool                   `json:"dry_run,omitempty"`
+	Result      *engine.Result         `json:"result,omitempty"`
+	Snapshot    string                 `json:"snapshot,omitempty"`
+	Unconfirmed *engine.RollbackResult `json:"unconfirmed_rollback,omitempty"`
+	Success     bool                   `json:"success"`
+	Error       string                 `json:"error,omitempty"`
 }
 
 func errString(err error) string {
@@ -204,31 +289,6 @@ func printResult(g *globals, res *engine.Result, took time.Duration) error {
 		msg += "; rollback incomplete, NOT undone: " + strings.Join(not, "; ")
 	}
 	return &exitError{ExitError, errors.New("apply failed: " + msg)}
-}
-
-// lockStateDir takes an exclusive lock so two applies never interleave; the
-// second is refused with the holder's pid.
-func lockStateDir(dir string) (func(), error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir %s: %w (use --state-dir to pick another)", dir, err)
-	}
-	path := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		f.Close()
-		return nil, fmt.Errorf("another op-dbus apply holds %s (pid %s); wait for it to finish", path, strings.TrimSpace(string(holder)))
-	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
-	return func() {
-		_ = f.Truncate(0)
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
 }
 
 // recordLastApply keeps the last apply's result for people and scripts.

@@ -123,7 +123,22 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	root.AddCommand(
 		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
 		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),
+		newCommitCmd(g), newRollbackCmd(g), newSnapshotCmd(g),
 	)
+	// The first command that reads or changes host state after a crash
+	// finishes the interrupted transaction.
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "query", "diff", "verify", "apply", "rollback", "commit":
+			c.PreRunE = func(*cobra.Command, []string) error { return g.recoverInterrupted() }
+		case "snapshot":
+			for _, sc := range c.Commands() {
+				if sc.Name() == "create" || sc.Name() == "restore" {
+					sc.PreRunE = func(*cobra.Command, []string) error { return g.recoverInterrupted() }
+				}
+			}
+		}
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{ExitError, fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath())}
 	})
@@ -195,4 +210,9 @@ func goVersion() string {
 		return bi.GoVersion
 	}
 	return ""
+}
+
+// manager builds the transaction manager of the state directory.
+func (g *globals) manager(e *engine.Engine) (*txnManager, error) {
+	return newTxnManager(g, e)
 }

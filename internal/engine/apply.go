@@ -188,19 +188,33 @@ func (e *Engine) rollback(ctx context.Context, plan *Plan, outcomes []Outcome) *
 		touched[o.Op.Plugin] = appendUnique(touched[o.Op.Plugin], o.Op.Item)
 		items = appendUnique(items, o.Op.Plugin+"/"+o.Op.Item)
 	}
-	// An interrupted apply (Ctrl-C, --timeout) must still be undone: the
-	// rollback gets its own bounded context.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RollbackTimeout)
-	defer cancel()
-	rb := &RollbackResult{Items: items}
 	if len(items) == 0 {
-		rb.Verify = Verification{OK: true}
-		return rb
+		return &RollbackResult{Verify: Verification{OK: true}}
 	}
 	desired := map[string]any{}
 	for n, its := range touched {
 		desired[n] = e.plugins[n].Subset(plan.Current[n], its)
 	}
+	rb := e.Restore(ctx, desired)
+	rb.Items = items
+	return rb
+}
+
+// PlanBetween plans from one state to another without querying: what
+// changed between two snapshots, say.
+func (e *Engine) PlanBetween(from, to map[string]any) ([]plugin.Op, error) {
+	return e.planAgainst(from, to)
+}
+
+// Restore makes the host match desired (plugin name → typed partial state)
+// as a best effort: every op runs even if another fails, then the result is
+// verified. It is how rollback, crash recovery and an unconfirmed apply
+// undo a transaction. It runs under its own bounded context, so an
+// interrupted caller (Ctrl-C, --timeout) is still undone.
+func (e *Engine) Restore(ctx context.Context, desired map[string]any) *RollbackResult {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RollbackTimeout)
+	defer cancel()
+	rb := &RollbackResult{}
 	names := sortedKeys(desired)
 	cur := e.queryFor(ctx, desired)
 	current := map[string]any{}
@@ -216,8 +230,6 @@ func (e *Engine) rollback(ctx context.Context, plan *Plan, outcomes []Outcome) *
 		rb.Verify = Verification{Error: "rollback: " + err.Error()}
 		return rb
 	}
-	// Rollback is best effort for every item: one undo failing must not
-	// stop the others, so run without fail-fast.
 	rb.Outcomes = e.runAll(ctx, "rollback", ops, false)
 	rb.Verify = e.verify(ctx, desired)
 	rb.NotUndone = rb.Verify.Mismatches

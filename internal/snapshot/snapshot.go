@@ -1,0 +1,272 @@
+// Package snapshot stores queried host states, content-addressed and
+// deduplicated: each plugin's state is a blob named by its SHA-256, and a
+// snapshot is a small manifest naming one blob per plugin. An unchanged
+// second snapshot adds a manifest of a few hundred bytes and no blob.
+// Where the state directory is a btrfs subvolume, a read-only btrfs
+// snapshot of it is taken as well (see btrfs.go).
+package snapshot
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Snapshot is one captured state.
+type Snapshot struct {
+	// ID is the content address of the manifest's plugin blobs: the same
+	// state always has the same ID.
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	Tag  string    `json:"tag,omitempty"`
+	// Reason says why it was taken ("manual", "pre-apply", ...).
+	Reason string `json:"reason,omitempty"`
+	// Plugins maps a plugin name to the hash of its state blob.
+	Plugins map[string]string `json:"plugins"`
+	// Btrfs is the path of the read-only btrfs snapshot, when one was taken.
+	Btrfs string `json:"btrfs,omitempty"`
+}
+
+// Store is a snapshot directory: DIR/blobs/<hash>.json and
+// DIR/manifests/<time>-<id>.json.
+type Store struct {
+	dir string
+}
+
+// Open creates the store's directories if needed.
+func Open(dir string) (*Store, error) {
+	for _, d := range []string{dir, filepath.Join(dir, "blobs"), filepath.Join(dir, "manifests")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("snapshot store %s: %w", dir, err)
+		}
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Create stores states (plugin name → typed state, marshalled as JSON) and
+// returns the snapshot.
+func (s *Store) Create(states map[string]any, tag, reason string) (*Snapshot, error) {
+	snap := &Snapshot{Time: time.Now().UTC(), Tag: tag, Reason: reason, Plugins: map[string]string{}}
+	names := make([]string, 0, len(states))
+	for n := range states {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	idh := sha256.New()
+	for _, n := range names {
+		b, err := canonical(states[n])
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", n, err)
+		}
+		sum := sha256.Sum256(b)
+		h := hex.EncodeToString(sum[:])
+		if err := s.writeBlob(h, b); err != nil {
+			return nil, err
+		}
+		snap.Plugins[n] = h
+		fmt.Fprintf(idh, "%s %s\n", n, h)
+	}
+	snap.ID = hex.EncodeToString(idh.Sum(nil))[:16]
+	mb, err := json.MarshalIndent(snap, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	name := fmt.Sprintf("%s-%s.json", snap.Time.Format("20060102T150405.000000000Z"), snap.ID)
+	if err := writeAtomic(filepath.Join(s.dir, "manifests", name), mb); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// canonical marshals with sorted keys: struct → generic → JSON.
+func canonical(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var g any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&g); err != nil {
+		return nil, err
+	}
+	return json.Marshal(g)
+}
+
+func (s *Store) writeBlob(hash string, b []byte) error {
+	p := filepath.Join(s.dir, "blobs", hash+".json")
+	if _, err := os.Stat(p); err == nil {
+		return nil // deduplicated
+	}
+	return writeAtomic(p, b)
+}
+
+// writeAtomic writes via a temp file, fsyncs and renames, so a crash never
+// leaves a half-written snapshot under its final name.
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// List returns every snapshot, oldest first.
+func (s *Store) List() ([]Snapshot, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "manifests"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Snapshot
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, "manifests", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var sn Snapshot
+		if err := json.Unmarshal(b, &sn); err != nil {
+			return nil, fmt.Errorf("snapshot manifest %s is corrupt: %v", e.Name(), err)
+		}
+		out = append(out, sn)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}
+
+// ErrNotFound is returned for an unknown snapshot ID.
+var ErrNotFound = errors.New("no such snapshot")
+
+// Get finds a snapshot by ID or unique ID prefix (the newest if the same
+// state was captured more than once), or by tag.
+func (s *Store) Get(ref string) (*Snapshot, error) {
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var match *Snapshot
+	ids := map[string]bool{}
+	for i := len(all) - 1; i >= 0; i-- {
+		sn := all[i]
+		if sn.Tag == ref || strings.HasPrefix(sn.ID, ref) && len(ref) >= 4 {
+			if match == nil {
+				match = &all[i]
+			}
+			ids[sn.ID] = true
+		}
+	}
+	if match == nil {
+		return nil, fmt.Errorf("%w %q (see `op-dbus snapshot list`)", ErrNotFound, ref)
+	}
+	if len(ids) > 1 {
+		return nil, fmt.Errorf("snapshot %q is ambiguous: matches %d snapshots; give more of the ID", ref, len(ids))
+	}
+	return match, nil
+}
+
+// Load returns the raw JSON state of each plugin of a snapshot, checking
+// every blob against its hash.
+func (s *Store) Load(sn *Snapshot) (map[string]json.RawMessage, error) {
+	out := map[string]json.RawMessage{}
+	for n, h := range sn.Plugins {
+		b, err := os.ReadFile(filepath.Join(s.dir, "blobs", h+".json"))
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: plugin %s: %w", sn.ID, n, err)
+		}
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:]) != h {
+			return nil, fmt.Errorf("snapshot %s: plugin %s: blob %s does not match its hash (corrupt)", sn.ID, n, h)
+		}
+		out[n] = b
+	}
+	return out, nil
+}
+
+// Prune removes snapshots beyond the newest keep (0: no limit) and those
+// older than maxAge (0: no limit), then every blob no snapshot names. It
+// returns the removed snapshots, whose IDs and hashes the caller records.
+func (s *Store) Prune(keep int, maxAge time.Duration, now time.Time) ([]Snapshot, error) {
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var removed, kept []Snapshot
+	for i, sn := range all {
+		old := maxAge > 0 && now.Sub(sn.Time) > maxAge
+		excess := keep > 0 && len(all)-i > keep
+		if old || excess {
+			removed = append(removed, sn)
+		} else {
+			kept = append(kept, sn)
+		}
+	}
+	if len(removed) == 0 {
+		return nil, nil
+	}
+	for _, sn := range removed {
+		name := fmt.Sprintf("%s-%s.json", sn.Time.Format("20060102T150405.000000000Z"), sn.ID)
+		if err := os.Remove(filepath.Join(s.dir, "manifests", name)); err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+	}
+	used := map[string]bool{}
+	for _, sn := range kept {
+		for _, h := range sn.Plugins {
+			used[h] = true
+		}
+	}
+	blobs, err := os.ReadDir(filepath.Join(s.dir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range blobs {
+		h := strings.TrimSuffix(b.Name(), ".json")
+		if !used[h] {
+			_ = os.Remove(filepath.Join(s.dir, "blobs", b.Name()))
+		}
+	}
+	return removed, nil
+}
+
+// Usage is the bytes the store occupies.
+func (s *Store) Usage() (int64, error) {
+	var n int64
+	err := filepath.WalkDir(s.dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			fi, err := d.Info()
+			if err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n, err
+}

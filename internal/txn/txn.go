@@ -1,0 +1,384 @@
+package txn
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/snapshot"
+	"github.com/op-dbus/op-dbus/internal/state"
+)
+
+// Record is what a transaction tells the audit log.
+type Record struct {
+	Kind     string // apply, rollback, restore, recovery, refused
+	Result   string // success, failed, rolled-back, not-confirmed, recovered
+	Message  string
+	Document string // desired document hash
+	Snapshot string
+	Plugins  []string
+	Outcomes []engine.Outcome
+	Undo     []engine.Outcome
+	Verified *bool
+}
+
+// Recorder writes audit records.
+type Recorder interface {
+	Record(Record) error
+}
+
+// Manager runs transactions in one state directory.
+type Manager struct {
+	Dir      string
+	Engine   *engine.Engine
+	Recorder Recorder // may be nil
+	// Snapshots keeps the pre-apply snapshots; nil disables them.
+	Snapshots *snapshot.Store
+	// Log receives one-line notices (recovery, btrfs snapshot) for people.
+	Log func(format string, args ...any)
+}
+
+func (m *Manager) logf(format string, args ...any) {
+	if m.Log != nil {
+		m.Log(format, args...)
+	}
+}
+
+func (m *Manager) record(r Record) error {
+	if m.Recorder == nil {
+		return nil
+	}
+	if err := m.Recorder.Record(r); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
+}
+
+// Options of one transaction.
+type Options struct {
+	// Kind is recorded in the audit log: apply, rollback or restore.
+	Kind string
+	// ConfirmWithin, when set, waits that long after a verified apply for
+	// `op-dbus commit`; without it everything is rolled back.
+	ConfirmWithin time.Duration
+	// OnWait is called once the transaction waits for confirmation.
+	OnWait func(deadline time.Time)
+}
+
+// Outcome is a transaction's result.
+type Outcome struct {
+	Result *engine.Result
+	// Snapshot is the pre-apply snapshot's ID.
+	Snapshot string
+	// Confirmed is false when a confirm timer ran out (the changes were then
+	// rolled back: Unconfirmed holds that rollback).
+	Confirmed   bool
+	Unconfirmed *engine.RollbackResult
+}
+
+// Err summarizes a failed outcome; nil on success.
+func (o *Outcome) Err() error {
+	if o.Unconfirmed != nil {
+		msg := "not confirmed in time: every change was rolled back"
+		if !o.Unconfirmed.Verify.OK {
+			msg = "not confirmed in time, and the rollback is incomplete: " + describeNotUndone(o.Unconfirmed)
+		}
+		return errors.New(msg)
+	}
+	if o.Result != nil && !o.Result.Success {
+		return o.Result.Err
+	}
+	return nil
+}
+
+func describeNotUndone(rb *engine.RollbackResult) string {
+	if rb.Verify.Error != "" {
+		return rb.Verify.Error
+	}
+	s := ""
+	for i, m := range rb.NotUndone {
+		if i > 0 {
+			s += "; "
+		}
+		s += m.Plugin + "." + m.String()
+	}
+	return s
+}
+
+// Apply runs plan (made by Engine.Plan for doc) as a transaction. The
+// caller holds the lock (Lock) and has run Recover.
+func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.Plan, opt Options) (*Outcome, error) {
+	if opt.Kind == "" {
+		opt.Kind = "apply"
+	}
+	out := &Outcome{Confirmed: true}
+	if plan.Empty() {
+		out.Result = &engine.Result{Success: true, Verify: engine.Verification{OK: true}}
+		return out, nil
+	}
+	items := map[string][]string{}
+	for _, op := range plan.Ops {
+		if !contains(items[op.Plugin], op.Item) {
+			items[op.Plugin] = append(items[op.Plugin], op.Item)
+		}
+	}
+	pre := map[string]json.RawMessage{}
+	for p, its := range items {
+		pl, _ := m.Engine.Plugin(p)
+		b, err := json.Marshal(pl.Subset(plan.Current[p], its))
+		if err != nil {
+			return nil, err
+		}
+		pre[p] = b
+	}
+	if m.Snapshots != nil {
+		id, err := m.snapshot(ctx, docPlugins(doc), "pre-"+opt.Kind, "")
+		if err != nil {
+			return nil, fmt.Errorf("pre-apply snapshot: %w (nothing was changed)", err)
+		}
+		out.Snapshot = id
+	}
+	j := &Journal{Version: 1, ID: newID(), PID: os.Getpid(), Started: time.Now().UTC(), Phase: PhaseApplying,
+		Document: doc.Hash(), Snapshot: out.Snapshot, PreState: pre, Items: items, Ops: len(plan.Ops)}
+	if err := writeJournal(m.Dir, j); err != nil {
+		return nil, fmt.Errorf("write journal: %w (nothing was changed)", err)
+	}
+	res := m.Engine.Apply(ctx, doc, plan)
+	out.Result = res
+	rec := Record{Kind: opt.Kind, Document: doc.Hash(), Snapshot: out.Snapshot, Plugins: docPlugins(doc), Outcomes: res.Outcomes}
+	if !res.Success {
+		if err := removeJournal(m.Dir); err != nil {
+			return out, err
+		}
+		rec.Result, rec.Message = "rolled-back", res.Err.Error()
+		if res.Rollback != nil {
+			rec.Undo = res.Rollback.Outcomes
+			if !res.Rollback.Verify.OK {
+				rec.Result = "failed"
+			}
+		}
+		f := false
+		rec.Verified = &f
+		return out, m.record(rec)
+	}
+	if opt.ConfirmWithin > 0 {
+		j.Phase = PhaseAwaitingConfirm
+		j.Deadline = time.Now().Add(opt.ConfirmWithin).UTC()
+		if err := writeJournal(m.Dir, j); err != nil {
+			return out, err
+		}
+		if opt.OnWait != nil {
+			opt.OnWait(j.Deadline)
+		}
+		if !m.waitCommit(ctx, j) {
+			out.Confirmed = false
+			out.Unconfirmed = m.Engine.Restore(ctx, decodePre(m.Engine, pre))
+			if err := removeJournal(m.Dir); err != nil {
+				return out, err
+			}
+			rec.Result, rec.Message = "not-confirmed", fmt.Sprintf("not confirmed within %s; rolled back", opt.ConfirmWithin)
+			rec.Undo = out.Unconfirmed.Outcomes
+			if !out.Unconfirmed.Verify.OK {
+				rec.Message += "; rollback incomplete: " + describeNotUndone(out.Unconfirmed)
+			}
+			return out, m.record(rec)
+		}
+	}
+	if err := m.writeLast(j); err != nil {
+		return out, err
+	}
+	if err := removeJournal(m.Dir); err != nil {
+		return out, err
+	}
+	t := true
+	rec.Result, rec.Verified = "success", &t
+	return out, m.record(rec)
+}
+
+func (m *Manager) waitCommit(ctx context.Context, j *Journal) bool {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if committed(m.Dir, j.ID) {
+			return true
+		}
+		if !time.Now().Before(j.Deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// snapshot takes a full query of the named plugins and stores it; on a
+// btrfs subvolume state directory it also takes a read-only btrfs snapshot.
+func (m *Manager) snapshot(ctx context.Context, plugins []string, reason, tag string) (string, error) {
+	res := m.Engine.Query(ctx, plugins)
+	states := map[string]any{}
+	for _, n := range plugins {
+		r := res[n]
+		if r.Err != nil {
+			return "", fmt.Errorf("%s: %w", n, r.Err)
+		}
+		states[n] = r.State
+	}
+	sn, err := m.Snapshots.Create(states, tag, reason)
+	if err != nil {
+		return "", err
+	}
+	if snapshot.BtrfsSubvolume(m.Dir) {
+		if p, err := snapshot.BtrfsSnapshot(ctx, m.Dir, sn.Time.Format("20060102T150405Z")+"-"+sn.ID); err != nil {
+			m.logf("btrfs snapshot skipped: %v", err)
+		} else {
+			m.logf("btrfs read-only snapshot: %s", p)
+		}
+	}
+	return sn.ID, nil
+}
+
+// Snapshot takes a snapshot of every available plugin (or those named).
+func (m *Manager) Snapshot(ctx context.Context, plugins []string, tag string) (*snapshot.Snapshot, error) {
+	if len(plugins) == 0 {
+		for n, r := range m.Engine.Query(ctx, nil) {
+			if r.Err == nil {
+				plugins = append(plugins, n)
+			}
+		}
+		sort.Strings(plugins)
+	}
+	id, err := m.snapshot(ctx, plugins, "manual", tag)
+	if err != nil {
+		return nil, err
+	}
+	return m.Snapshots.Get(id)
+}
+
+// Recover finds a journal left by a transaction that did not end (a crash,
+// SIGKILL, power loss) and undoes it: the pre-apply state of every planned
+// item is applied and verified, and the recovery is recorded. The caller
+// holds the lock, so the journal's owner is gone. It returns nil, nil when
+// there was nothing to recover.
+func (m *Manager) Recover(ctx context.Context) (*engine.RollbackResult, error) {
+	j, err := ReadJournal(m.Dir)
+	if err != nil || j == nil {
+		return nil, err
+	}
+	m.logf("found an unfinished transaction (started %s by pid %d, %s): rolling it back", j.Started.Format(time.RFC3339), j.PID, j.Phase)
+	desired := decodePre(m.Engine, j.PreState)
+	rb := m.Engine.Restore(ctx, desired)
+	verified := rb.Verify.OK
+	rec := Record{Kind: "recovery", Document: j.Document, Snapshot: j.Snapshot, Undo: rb.Outcomes, Verified: &verified}
+	for p := range j.PreState {
+		rec.Plugins = append(rec.Plugins, p)
+	}
+	sort.Strings(rec.Plugins)
+	if verified {
+		rec.Result, rec.Message = "recovered", fmt.Sprintf("transaction %s (%s) interrupted; rolled back and verified", j.ID, j.Phase)
+		if err := removeJournal(m.Dir); err != nil {
+			return rb, err
+		}
+	} else {
+		rec.Result, rec.Message = "failed", "recovery incomplete: "+describeNotUndone(rb)
+	}
+	if err := m.record(rec); err != nil {
+		return rb, err
+	}
+	if !verified {
+		return rb, fmt.Errorf("rolling back the interrupted transaction is incomplete: %s (the journal is kept at %s)", describeNotUndone(rb), journalPath(m.Dir))
+	}
+	return rb, nil
+}
+
+func decodePre(e *engine.Engine, pre map[string]json.RawMessage) map[string]any {
+	out := map[string]any{}
+	for n, raw := range pre {
+		p, ok := e.Plugin(n)
+		if !ok {
+			continue
+		}
+		st := p.NewState()
+		if err := json.Unmarshal(raw, st); err == nil {
+			out[n] = st
+		}
+	}
+	return out
+}
+
+// Last is what `op-dbus rollback` restores: the pre-apply state of every
+// item the last successful apply changed.
+type Last struct {
+	Time     time.Time                  `json:"time"`
+	Document string                     `json:"document_hash"`
+	Snapshot string                     `json:"snapshot,omitempty"`
+	PreState map[string]json.RawMessage `json:"pre_state"`
+	Items    map[string][]string        `json:"items"`
+}
+
+func (m *Manager) writeLast(j *Journal) error {
+	b, err := json.MarshalIndent(Last{Time: time.Now().UTC(), Document: j.Document, Snapshot: j.Snapshot, PreState: j.PreState, Items: j.Items}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeSynced(filepath.Join(m.Dir, "last-transaction.json"), b)
+}
+
+// LastDocument returns the document that undoes the last successful apply.
+func (m *Manager) LastDocument(validate state.Validator) (*state.Document, *Last, error) {
+	b, err := os.ReadFile(filepath.Join(m.Dir, "last-transaction.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("nothing to roll back: no apply has been recorded in %s", m.Dir)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var l Last
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, nil, fmt.Errorf("%s is corrupt: %v", filepath.Join(m.Dir, "last-transaction.json"), err)
+	}
+	doc, err := DocumentFrom(m.Engine, l.PreState, validate)
+	return doc, &l, err
+}
+
+// DocumentFrom builds a strictly checked document from raw plugin states.
+func DocumentFrom(e *engine.Engine, states map[string]json.RawMessage, validate state.Validator) (*state.Document, error) {
+	b, err := json.Marshal(map[string]any{"version": state.Version, "plugins": states})
+	if err != nil {
+		return nil, err
+	}
+	return state.Decode(b, state.FormatJSON, e.Types(), validate)
+}
+
+func docPlugins(doc *state.Document) []string {
+	out := make([]string, 0, len(doc.Plugins))
+	for n := range doc.Plugins {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
