@@ -7,6 +7,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/cli"
 
 	// Plugins register themselves.
+	_ "github.com/op-dbus/op-dbus/plugins/dbus"
 	_ "github.com/op-dbus/op-dbus/plugins/hostname"
 	_ "github.com/op-dbus/op-dbus/plugins/locale"
 	_ "github.com/op-dbus/op-dbus/plugins/systemd"

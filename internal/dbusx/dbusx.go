@@ -141,11 +141,20 @@ func short(method string) string {
 
 // GetAll reads every property of an interface.
 func GetAll(ctx context.Context, obj dbus.BusObject, iface string) (map[string]dbus.Variant, error) {
-	var m map[string]dbus.Variant
-	if err := Call(ctx, obj, "org.freedesktop.DBus.Properties.GetAll", []any{&m}, iface); err != nil {
-		return nil, err
+	ctx, cancel := WithTimeout(ctx)
+	defer cancel()
+	c := obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, iface)
+	if c.Err != nil {
+		return nil, callErr(ctx, "GetAll", c.Err)
 	}
-	return m, nil
+	// Straight from the decoded body: Store's conversion would flatten a
+	// variant holding a variant and retype structs.
+	if len(c.Body) == 1 {
+		if m, ok := c.Body[0].(map[string]dbus.Variant); ok {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("GetAll %s: unexpected reply signature %s", iface, c.Body)
 }
 
 // Get reads one property.

@@ -4,7 +4,10 @@ import (
 	"os"
 	"testing"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/op-dbus/op-dbus/internal/testbed"
+	"github.com/op-dbus/op-dbus/internal/testbed/testservice"
 )
 
 func TestTestbedIdentityMatchesBusctl(t *testing.T) {
@@ -23,4 +26,32 @@ func TestTestbedUserManagerMatchesBusctl(t *testing.T) {
 		t.Fatalf("only %d objects", res.Stats.Objects)
 	}
 	assertMatchesBusctl(t, busctl{args: []string{"--user"}, env: m.Env}, res)
+}
+
+func serveTest(t testing.TB, items int) (*testbed.Bus, *testservice.Service) {
+	t.Helper()
+	b := testbed.NewBus(t)
+	conn, err := dbus.Connect(b.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	s, err := testservice.Serve(conn, testservice.Options{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return b, s
+}
+
+func TestTestbedTestServiceMatchesBusctl(t *testing.T) {
+	b, s := serveTest(t, 1000)
+	res := walk(t, b.Address, testservice.Name)
+	if got, want := res.Stats.Objects, len(s.Paths()); got != want {
+		t.Fatalf("walked %d objects, the service exports %d", got, want)
+	}
+	if res.Stats.Errors != 0 {
+		t.Fatalf("%d errors walking a well-behaved service", res.Stats.Errors)
+	}
+	assertMatchesBusctl(t, busctl{args: []string{"--address=" + b.Address}, env: b.Env}, res)
 }

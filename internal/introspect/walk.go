@@ -271,8 +271,10 @@ func (w *Walker) walkService(ctx context.Context, s *Service) {
 			hasOM = hasOM || i.Name == "org.freedesktop.DBus.ObjectManager"
 		}
 		if hasOM && !w.NoValues {
-			var m map[dbus.ObjectPath]map[string]map[string]dbus.Variant
-			if c := w.call(ctx, obj, "org.freedesktop.DBus.ObjectManager.GetManagedObjects"); c.Err == nil && c.Store(&m) == nil {
+			if c := w.call(ctx, obj, "org.freedesktop.DBus.ObjectManager.GetManagedObjects"); c.Err == nil && len(c.Body) == 1 {
+				// Straight from the decoded body: Store's conversion would
+				// flatten a variant holding a variant.
+				m, _ := c.Body[0].(map[dbus.ObjectPath]map[string]map[string]dbus.Variant)
 				managedMu.Lock()
 				for p, ifs := range m {
 					managed[string(p)] = ifs
@@ -333,7 +335,15 @@ func (w *Walker) readValues(ctx context.Context, service string, refs []ifaceRef
 			c := w.call(ctx, w.Conn.Object(service, dbus.ObjectPath(path)), "org.freedesktop.DBus.Properties.GetAll", oi.Name)
 			var vals map[string]dbus.Variant
 			if c.Err == nil {
-				c.Err = c.Store(&vals)
+				// Straight from the decoded body: Store's conversion would
+				// flatten a variant holding a variant.
+				ok := len(c.Body) == 1
+				if ok {
+					vals, ok = c.Body[0].(map[string]dbus.Variant)
+				}
+				if !ok {
+					c.Err = fmt.Errorf("GetAll returned %s, not a{sv}", c.Body)
+				}
 			}
 			if c.Err != nil {
 				oi.Error = "GetAll: " + errText(c.Err)
