@@ -71,4 +71,3 @@ func TestTestbedMisbehavingServiceIsRecorded(t *testing.T) {
 		t.Errorf("stats count %d errors", res.Stats.Errors)
 	}
 }
-

@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/op-dbus/op-dbus/internal/atomicfile"
 )
 
 // Snapshot is one captured state.
@@ -83,7 +85,7 @@ func (s *Store) Create(states map[string]any, tag, reason string) (*Snapshot, er
 		return nil, err
 	}
 	name := fmt.Sprintf("%s-%s.json", snap.Time.Format("20060102T150405.000000000Z"), snap.ID)
-	if err := writeAtomic(filepath.Join(s.dir, "manifests", name), mb); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, "manifests", name), mb, 0o600); err != nil {
 		return nil, err
 	}
 	return snap, nil
@@ -109,29 +111,7 @@ func (s *Store) writeBlob(hash string, b []byte) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil // deduplicated
 	}
-	return writeAtomic(p, b)
-}
-
-// writeAtomic writes via a temp file, fsyncs and renames, so a crash never
-// leaves a half-written snapshot under its final name.
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(p, b, 0o600)
 }
 
 // List returns every snapshot, oldest first.

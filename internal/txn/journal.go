@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/op-dbus/op-dbus/internal/atomicfile"
 )
 
 // Phase of a journaled transaction.
@@ -78,39 +80,9 @@ func writeJournal(dir string, j *Journal) error {
 	return writeSynced(journalPath(dir), b)
 }
 
-// writeSynced writes atomically and durably: temp file, fsync, rename,
-// fsync of the directory.
-func writeSynced(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
+func writeSynced(path string, b []byte) error { return atomicfile.Write(path, b, 0o600) }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 func removeJournal(dir string) error {
 	_ = os.Remove(commitPath(dir))
