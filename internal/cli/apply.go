@@ -84,6 +84,7 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 	if !t.dryRun {
 		unlock, err := txn.Lock(g.stateDir)
 		if err != nil {
+			g.recordRefusal(kind, err.Error())
 			return &exitError{ExitError, err}
 		}
 		defer unlock()
@@ -92,6 +93,7 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 		}
 		defer m.Close()
 		if _, err := m.Recover(ctx); err != nil {
+			g.recordRefusal(kind, err.Error())
 			return &exitError{ExitError, err}
 		}
 	}

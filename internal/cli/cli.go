@@ -123,7 +123,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	root.AddCommand(
 		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
 		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),
-		newCommitCmd(g), newRollbackCmd(g), newSnapshotCmd(g),
+		newCommitCmd(g), newRollbackCmd(g), newSnapshotCmd(g), newAuditCmd(g), newHistoryCmd(g),
 	)
 	// The first command that reads or changes host state after a crash
 	// finishes the interrupted transaction.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/txn"
 )
@@ -27,8 +28,21 @@ func newTxnManager(g *globals, e *engine.Engine) (*txnManager, error) {
 	if err != nil {
 		return nil, err
 	}
+	log, err := ledger.Open(g.auditDir())
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w (op-dbus changes nothing it cannot record)", err)
+	}
+	if err := log.Corrupt(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("%w; op-dbus changes nothing it cannot record: run `op-dbus audit verify`", err)
+	}
+	for _, r := range log.Repairs() {
+		fmt.Fprintf(g.stderr, "op-dbus: audit log repaired after a crash: %s\n", r)
+	}
 	m := &txnManager{Manager: &txn.Manager{Dir: g.stateDir, Engine: e, Snapshots: snaps,
-		Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}}
+		Recorder: &ledgerRecorder{log: log, source: "cli"},
+		Log:      func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}}
+	m.closers = append(m.closers, log.Close)
 	return m, nil
 }
 

@@ -200,6 +200,20 @@ func (e *Engine) rollback(ctx context.Context, plan *Plan, outcomes []Outcome) *
 	return rb
 }
 
+// Current reads the live state of what desired names (scoped where the
+// plugin can), for hashing the state before and after a transaction.
+func (e *Engine) Current(ctx context.Context, desired map[string]any) (map[string]any, error) {
+	cur := e.queryFor(ctx, desired)
+	out := map[string]any{}
+	for _, n := range sortedKeys(desired) {
+		if cur[n].Err != nil {
+			return nil, &PluginError{n, cur[n].Err}
+		}
+		out[n] = cur[n].State
+	}
+	return out, nil
+}
+
 // PlanBetween plans from one state to another without querying: what
 // changed between two snapshots, say.
 func (e *Engine) PlanBetween(from, to map[string]any) ([]plugin.Op, error) {

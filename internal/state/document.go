@@ -355,3 +355,10 @@ func (d *Document) tree() map[string]any {
 
 // MarshalJSON writes {"version":1,"plugins":{...}}.
 func (d *Document) MarshalJSON() ([]byte, error) { return json.Marshal(d.tree()) }
+
+// HashOf is the canonical hash of any plugin-state map (plugin name →
+// typed state), in the same form as Document.Hash.
+func HashOf(states map[string]any) string {
+	d := &Document{Version: Version, Plugins: states}
+	return d.Hash()
+}

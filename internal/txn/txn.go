@@ -28,6 +28,9 @@ type Record struct {
 	Outcomes []engine.Outcome
 	Undo     []engine.Outcome
 	Verified *bool
+	// Before and After hash the live state of the document's items before
+	// and after the transaction (state.HashOf).
+	Before, After string
 }
 
 // Recorder writes audit records.
@@ -153,7 +156,9 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 	}
 	res := m.Engine.Apply(ctx, doc, plan)
 	out.Result = res
-	rec := Record{Kind: opt.Kind, Document: doc.Hash(), Snapshot: out.Snapshot, Plugins: docPlugins(doc), Outcomes: res.Outcomes}
+	rec := Record{Kind: opt.Kind, Document: doc.Hash(), Snapshot: out.Snapshot, Plugins: docPlugins(doc), Outcomes: res.Outcomes,
+		Before: state.HashOf(plan.Current)}
+
 	if !res.Success {
 		if err := removeJournal(m.Dir); err != nil {
 			return out, err
@@ -167,7 +172,7 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 		}
 		f := false
 		rec.Verified = &f
-		return out, m.record(rec)
+		return out, m.finish(ctx, doc, rec)
 	}
 	if opt.ConfirmWithin > 0 {
 		j.Phase = PhaseAwaitingConfirm
@@ -189,7 +194,7 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 			if !out.Unconfirmed.Verify.OK {
 				rec.Message += "; rollback incomplete: " + describeNotUndone(out.Unconfirmed)
 			}
-			return out, m.record(rec)
+			return out, m.finish(ctx, doc, rec)
 		}
 	}
 	if err := m.writeLast(j); err != nil {
@@ -200,7 +205,15 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 	}
 	t := true
 	rec.Result, rec.Verified = "success", &t
-	return out, m.record(rec)
+	return out, m.finish(ctx, doc, rec)
+}
+
+// finish hashes the state after the transaction and records it.
+func (m *Manager) finish(ctx context.Context, doc *state.Document, rec Record) error {
+	if after, err := m.Engine.Current(ctx, doc.Plugins); err == nil {
+		rec.After = state.HashOf(after)
+	}
+	return m.record(rec)
 }
 
 func (m *Manager) waitCommit(ctx context.Context, j *Journal) bool {

@@ -1,0 +1,424 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/ledger"
+	"github.com/op-dbus/op-dbus/internal/txn"
+)
+
+func (g *globals) auditDir() string { return filepath.Join(g.stateDir, "audit") }
+
+// ledgerRecorder writes transaction records to the audit log.
+type ledgerRecorder struct {
+	log    *ledger.Log
+	source string
+}
+
+func (r *ledgerRecorder) Record(rec txn.Record) error {
+	e := ledger.Entry{
+		Time: time.Now().UTC(), Kind: rec.Kind, Source: r.source, Actor: currentActor(),
+		Plugins: rec.Plugins, Before: rec.Before, After: rec.After, Document: rec.Document,
+		Verified: rec.Verified, Result: rec.Result, Message: rec.Message,
+	}
+	e.Ops = append(opRecords(rec.Outcomes, ""), opRecords(rec.Undo, "undo ")...)
+	if rec.Snapshot != "" {
+		e.Extra, _ = json.Marshal(map[string]string{"snapshot": rec.Snapshot})
+	}
+	_, err := r.log.Append(e)
+	return err
+}
+
+func opRecords(os []engine.Outcome, prefix string) []ledger.OpRecord {
+	var out []ledger.OpRecord
+	for _, o := range os {
+		out = append(out, ledger.OpRecord{ID: o.Op.ID, Plugin: o.Op.Plugin, Description: prefix + o.Op.Description,
+			Status: string(o.Status), Error: o.Error, Data: o.Op.Data})
+	}
+	return out
+}
+
+func currentActor() ledger.Actor {
+	a := ledger.Actor{UID: os.Getuid()}
+	if u, err := user.LookupId(strconv.Itoa(a.UID)); err == nil {
+		a.User = u.Username
+	}
+	return a
+}
+
+// recordRefusal writes a refused request to the audit log, best effort:
+// the refusal itself is what the user sees.
+func (g *globals) recordRefusal(kind, message string) {
+	l, err := ledger.Open(g.auditDir())
+	if err != nil {
+		return
+	}
+	defer l.Close()
+	_, _ = l.Append(ledger.Entry{Time: time.Now().UTC(), Kind: kind, Source: "cli", Actor: currentActor(), Result: "refused", Message: message})
+}
+
+// openAuditRead opens an existing log for reading; it never creates one.
+func (g *globals) openAuditRead() (*ledger.Log, error) {
+	if _, err := os.Stat(filepath.Join(g.auditDir(), "entries")); err != nil {
+		return nil, &exitError{ExitError, fmt.Errorf("no audit log in %s yet (it is written by the first apply)", g.auditDir())}
+	}
+	l, err := ledger.Open(g.auditDir())
+	if err != nil {
+		return nil, &exitError{ExitError, err}
+	}
+	for _, r := range l.Repairs() {
+		fmt.Fprintf(g.stderr, "op-dbus: audit log repaired after a crash: %s\n", r)
+	}
+	return l, nil
+}
+
+func newAuditCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "audit",
+		Short: "The tamper-evident audit log: list, show, verify, prove",
+		Long: `Every apply, rollback, snapshot restore, crash recovery and refused request
+is an entry of an append-only Merkle log (RFC 6962 hashing) under
+STATE-DIR/audit, with a checkpoint signed by the host's ed25519 key after
+every append. See docs/audit.md.`,
+	}
+	var since string
+	var plugin string
+	logCmd := &cobra.Command{
+		Use:   "log [--since T] [--plugin P]",
+		Short: "List entries",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var from time.Time
+			if since != "" {
+				t, err := parseSince(since)
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+				from = t
+			}
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			es, err := l.Entries(0, func(e ledger.Entry) bool {
+				return !e.Time.Before(from) && (plugin == "" || contains(e.Plugins, plugin))
+			})
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			f, err := g.format("text")
+			if err != nil {
+				return err
+			}
+			if f != "text" {
+				if es == nil {
+					es = []ledger.Entry{}
+				}
+				return writeData(g.stdout, f, es)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRESULT\tSOURCE\tUSER\tPLUGINS\tOPS\tMESSAGE")
+			for _, e := range es {
+				who := e.Actor.User
+				if who == "" {
+					who = strconv.Itoa(e.Actor.UID)
+				}
+				msg := e.Message
+				if len(msg) > 70 {
+					msg = msg[:67] + "..."
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Seq, e.Time.Local().Format(time.RFC3339), e.Kind, e.Result, e.Source, who, strings.Join(e.Plugins, ","), len(e.Ops), msg)
+			}
+			return tw.Flush()
+		},
+	}
+	logCmd.Flags().StringVar(&since, "since", "", "only entries at or after this time (RFC 3339, a date, or a duration such as 24h)")
+	logCmd.Flags().StringVar(&plugin, "plugin", "", "only entries touching this plugin")
+
+	show := &cobra.Command{
+		Use:   "show N",
+		Short: "Print entry N in full",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			n, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return &exitError{ExitError, fmt.Errorf("entry number %q: want a non-negative integer", args[0])}
+			}
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			e, err := l.Get(n)
+			if err != nil {
+				return &exitError{ExitError, fmt.Errorf("audit entry %d: %w (the log has %d entries)", n, err, l.Size())}
+			}
+			f, _ := g.format("json")
+			if f == "text" {
+				f = "json"
+			}
+			return writeData(g.stdout, f, e)
+		},
+	}
+	var fast bool
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Recompute every leaf and root and check every signed checkpoint",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			rep, verr := l.VerifyWith(ledger.VerifyOptions{LatestSignatureOnly: fast})
+			f, _ := g.format("text")
+			if f != "text" {
+				if err := writeData(g.stdout, f, rep); err != nil {
+					return err
+				}
+			} else if verr == nil {
+				fmt.Fprintln(g.stdout, g.colors().green(fmt.Sprintf("OK: %d entries, every leaf, root and checkpoint signature checks out.", l.Size())))
+			} else {
+				for _, p := range rep.Problems {
+					fmt.Fprintln(g.stdout, p.String())
+				}
+			}
+			if verr != nil {
+				return &exitError{ExitError, fmt.Errorf("audit log damaged: %w", verr)}
+			}
+			return nil
+		},
+	}
+	verify.Flags().BoolVar(&fast, "fast", false, "check only the latest checkpoint's signature (every root is still checked)")
+
+	proof := &cobra.Command{
+		Use:   "proof N",
+		Short: "Print a receipt for entry N: the entry, its inclusion proof and the latest signed checkpoint",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			n, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return &exitError{ExitError, fmt.Errorf("entry number %q: want a non-negative integer", args[0])}
+			}
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			r, err := l.InclusionProof(n)
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			return writeData(g.stdout, "json", r)
+		},
+	}
+	var key string
+	verifyReceipt := &cobra.Command{
+		Use:   "verify-receipt RECEIPT.json --key KEY",
+		Short: "Check a receipt offline with only the receipt and the log's public key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if key == "" {
+				return &exitError{ExitError, errors.New("--key is required: the log's public key (from `op-dbus audit key`), or a file holding it")}
+			}
+			k := readKeyArg(key)
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			var r ledger.Receipt
+			if err := json.Unmarshal(b, &r); err != nil {
+				return &exitError{ExitError, fmt.Errorf("%s: not a receipt: %v", args[0], err)}
+			}
+			if err := ledger.VerifyReceipt(r, k); err != nil {
+				return &exitError{ExitError, fmt.Errorf("receipt does not verify: %w", err)}
+			}
+			e, _ := r.DecodeEntry()
+			fmt.Fprintln(g.stdout, g.colors().green(fmt.Sprintf("OK: entry %d (%s, %s, %s) is in the log, whose signed checkpoint covers %d entries.", e.Seq, e.Kind, e.Result, e.Time.Format(time.RFC3339), receiptSize(r))))
+			return nil
+		},
+	}
+	verifyReceipt.Flags().StringVar(&key, "key", "", "the log's public key, or a file holding it")
+
+	var from string
+	consistency := &cobra.Command{
+		Use:   "consistency OLD_SIZE | --from CHECKPOINT_FILE",
+		Short: "Prove that the log only grew since a checkpoint",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			var c ledger.Consistency
+			switch {
+			case from != "":
+				b, err := os.ReadFile(from)
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+				c, err = l.ConsistencyFrom(string(b))
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+			case len(args) == 1:
+				n, perr := strconv.ParseUint(args[0], 10, 64)
+				if perr != nil {
+					return &exitError{ExitError, fmt.Errorf("old size %q: want a non-negative integer", args[0])}
+				}
+				c, err = l.ConsistencyProof(n)
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+			default:
+				return &exitError{ExitError, errors.New("give OLD_SIZE or --from a saved checkpoint")}
+			}
+			if err := ledger.VerifyConsistency(c, l.PublicKey()); err != nil {
+				return &exitError{ExitError, fmt.Errorf("consistency proof does not verify: %w", err)}
+			}
+			return writeData(g.stdout, "json", c)
+		},
+	}
+	consistency.Flags().StringVar(&from, "from", "", "a signed checkpoint saved earlier (from `op-dbus audit checkpoint` or a receipt)")
+
+	keyCmd := &cobra.Command{
+		Use:   "key",
+		Short: "Print the log's public key (give it to whoever checks receipts)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			fmt.Fprintln(g.stdout, l.PublicKey())
+			return nil
+		},
+	}
+	ckCmd := &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Print the latest signed checkpoint (keep it off the host)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			ck, err := l.Checkpoint()
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			fmt.Fprint(g.stdout, ck.Note)
+			return nil
+		},
+	}
+	c.AddCommand(logCmd, show, verify, proof, verifyReceipt, consistency, keyCmd, ckCmd)
+	return c
+}
+
+func receiptSize(r ledger.Receipt) uint64 { return r.TreeSize }
+
+func readKeyArg(k string) string {
+	if b, err := os.ReadFile(k); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return strings.TrimSpace(k)
+}
+
+func parseSince(s string) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--since %q: give RFC 3339 (2026-01-02T15:04:05Z), a date (2026-01-02) or a duration (24h)", s)
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func newHistoryCmd(g *globals) *cobra.Command {
+	var plugin string
+	c := &cobra.Command{
+		Use:   "history [--plugin P]",
+		Short: "How the host's state changed over time, from the audit log",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			l, err := g.openAuditRead()
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			es, err := l.Entries(0, func(e ledger.Entry) bool {
+				return e.Result != "refused" && (plugin == "" || contains(e.Plugins, plugin))
+			})
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			f, err := g.format("text")
+			if err != nil {
+				return err
+			}
+			if f != "text" {
+				if es == nil {
+					es = []ledger.Entry{}
+				}
+				return writeData(g.stdout, f, es)
+			}
+			pal := g.colors()
+			for _, e := range es {
+				res := e.Result
+				if res == "success" || res == "recovered" {
+					res = pal.green(res)
+				} else {
+					res = pal.red(res)
+				}
+				fmt.Fprintf(g.stdout, "%s  #%d %s %s  %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Seq, e.Kind, res, pal.dim(short(e.Before)+" → "+short(e.After)))
+				for _, op := range e.Ops {
+					if plugin != "" && op.Plugin != plugin {
+						continue
+					}
+					mark := pal.green("✓")
+					if op.Status != string(engine.Applied) {
+						mark = pal.red("✗")
+						if op.Status == string(engine.Skipped) {
+							mark = pal.dim("-")
+						}
+					}
+					fmt.Fprintf(g.stdout, "    %s %s\n", mark, op.Description)
+				}
+				if e.Message != "" && e.Result != "success" {
+					fmt.Fprintf(g.stdout, "    %s\n", pal.dim(e.Message))
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&plugin, "plugin", "", "only changes of this plugin")
+	return c
+}
