@@ -98,4 +98,15 @@ show systemctl --user is-active demo-web.service demo-api.service
 show systemctl --user is-enabled demo-web.service
 show busctl --system get-property org.freedesktop.hostname1 /org/freedesktop/hostname1 org.freedesktop.hostname1 Location
 
+bold "Every change is in the tamper-evident audit log (a Merkle tree with signed checkpoints)"
+show $OP history
+show $OP audit verify
+$OP audit proof 0 >"$WORK/receipt.json"
+$OP audit key >"$WORK/host.pub"
+show $OP audit verify-receipt "$WORK/receipt.json" --key "$WORK/host.pub"
+
+bold "Whole-bus introspection of the private system bus (first lines)"
+$OP introspect --activatable --service org.freedesktop.timedate1 | head -n 20
+echo "..."
+
 bold "Done; tearing the test bed down"
