@@ -52,6 +52,9 @@ type globals struct {
 	timeout  time.Duration
 	noColor  bool
 
+	snapshotKeep   int
+	snapshotMaxAge time.Duration
+
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	// isTerminal reports whether stdin is a terminal (for apply's question);
@@ -120,6 +123,8 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	pf.StringVarP(&g.output, "output", "o", "", "output format: text, json or yaml (query defaults to json)")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Minute, "give up on the whole command after this long")
 	pf.BoolVar(&g.noColor, "no-color", false, "never color the output (NO_COLOR is honored too)")
+	pf.IntVar(&g.snapshotKeep, "snapshot-keep", 200, "keep at most this many snapshots (0: no limit); pruned ones are recorded in the audit log")
+	pf.DurationVar(&g.snapshotMaxAge, "snapshot-max-age", 0, "delete snapshots older than this, e.g. 2160h (0: keep)")
 	root.AddCommand(
 		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
 		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),

@@ -103,10 +103,8 @@ snapshot of it is taken as well.`,
 			if err != nil {
 				return &exitError{ExitError, fmt.Errorf("snapshot: %w", err)}
 			}
-			if keep > 0 || maxAge > 0 {
-				if _, err := m.Snapshots.Prune(keep, maxAge, time.Now()); err != nil {
-					return &exitError{ExitError, err}
-				}
+			if err := m.Prune(keep, maxAge); err != nil {
+				return &exitError{ExitError, err}
 			}
 			return printSnapshots(g, []snapshot.Snapshot{*sn})
 		},
@@ -239,15 +237,20 @@ snapshot of it is taken as well.`,
 			if keep <= 0 && maxAge <= 0 {
 				return &exitError{ExitError, fmt.Errorf("say what to keep: --keep N and/or --max-age D")}
 			}
-			st, err := snapshot.Open(g.stateDir + "/snapshots")
+			e, done := g.engine()
+			defer done()
+			m, err := g.manager(e)
 			if err != nil {
 				return &exitError{ExitError, err}
 			}
-			removed, err := st.Prune(keep, maxAge, time.Now())
-			if err != nil {
+			defer m.Close()
+			before, _ := m.Snapshots.List()
+			if err := m.Prune(keep, maxAge); err != nil {
 				return &exitError{ExitError, err}
 			}
-			fmt.Fprintf(g.stdout, "Removed %d %s.\n", len(removed), plural(len(removed), "snapshot", "snapshots"))
+			after, _ := m.Snapshots.List()
+			n := len(before) - len(after)
+			fmt.Fprintf(g.stdout, "Removed %d %s (recorded in the audit log).\n", n, plural(n, "snapshot", "snapshots"))
 			return nil
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
@@ -47,6 +48,11 @@ type Manager struct {
 	Snapshots *snapshot.Store
 	// Log receives one-line notices (recovery, btrfs snapshot) for people.
 	Log func(format string, args ...any)
+	// Keep and MaxAge bound the snapshots kept after each new one (0: no
+	// bound). Pruned snapshots are recorded in the audit log with their
+	// blob hashes, so history stays verifiable.
+	Keep   int
+	MaxAge time.Duration
 }
 
 func (m *Manager) logf(format string, args ...any) {
@@ -250,6 +256,9 @@ func (m *Manager) snapshot(ctx context.Context, plugins []string, reason, tag st
 	if err != nil {
 		return "", err
 	}
+	if err := m.Prune(m.Keep, m.MaxAge); err != nil {
+		return "", err
+	}
 	if snapshot.BtrfsSubvolume(m.Dir) {
 		if p, err := snapshot.BtrfsSnapshot(ctx, m.Dir, sn.Time.Format("20060102T150405Z")+"-"+sn.ID); err != nil {
 			m.logf("btrfs snapshot skipped: %v", err)
@@ -258,6 +267,27 @@ func (m *Manager) snapshot(ctx context.Context, plugins []string, reason, tag st
 		}
 	}
 	return sn.ID, nil
+}
+
+// Prune applies retention and records what it removed.
+func (m *Manager) Prune(keep int, maxAge time.Duration) error {
+	if keep <= 0 && maxAge <= 0 {
+		return nil
+	}
+	removed, err := m.Snapshots.Prune(keep, maxAge, time.Now())
+	if err != nil || len(removed) == 0 {
+		return err
+	}
+	var lines []string
+	for _, sn := range removed {
+		var ps []string
+		for p, h := range sn.Plugins {
+			ps = append(ps, p+"="+h)
+		}
+		sort.Strings(ps)
+		lines = append(lines, fmt.Sprintf("%s@%s{%s}", sn.ID, sn.Time.Format(time.RFC3339), strings.Join(ps, ",")))
+	}
+	return m.record(Record{Kind: "snapshot-prune", Result: "success", Message: "pruned " + strings.Join(lines, " ")})
 }
 
 // Snapshot takes a snapshot of every available plugin (or those named).
