@@ -84,6 +84,25 @@ func (g *globals) openAuditRead() (*ledger.Log, error) {
 	return l, nil
 }
 
+// withAudit runs fn with the existing audit log open for reading.
+func (g *globals) withAudit(fn func(l *ledger.Log) error) error {
+	l, err := g.openAuditRead()
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return fn(l)
+}
+
+// parseSeq reads an entry number or size argument.
+func parseSeq(arg, what string) (uint64, error) {
+	n, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil {
+		return 0, &exitError{ExitError, fmt.Errorf("%s %q: want a non-negative integer", what, arg)}
+	}
+	return n, nil
+}
+
 func newAuditCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "audit",
@@ -108,41 +127,35 @@ every append. See docs/audit.md.`,
 				}
 				from = t
 			}
-			l, err := g.openAuditRead()
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			es, err := l.Entries(0, func(e ledger.Entry) bool {
-				return !e.Time.Before(from) && (plugin == "" || contains(e.Plugins, plugin))
+			return g.withAudit(func(l *ledger.Log) error {
+				es, err := l.Entries(0, func(e ledger.Entry) bool {
+					return !e.Time.Before(from) && (plugin == "" || contains(e.Plugins, plugin))
+				})
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+				f, err := g.format("text")
+				if err != nil {
+					return err
+				}
+				if f != "text" {
+					return writeList(g, f, es)
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRESULT\tSOURCE\tUSER\tPLUGINS\tOPS\tMESSAGE")
+				for _, e := range es {
+					who := e.Actor.User
+					if who == "" {
+						who = strconv.Itoa(e.Actor.UID)
+					}
+					msg := e.Message
+					if len(msg) > 70 {
+						msg = msg[:67] + "..."
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Seq, e.Time.Local().Format(time.RFC3339), e.Kind, e.Result, e.Source, who, strings.Join(e.Plugins, ","), len(e.Ops), msg)
+				}
+				return tw.Flush()
 			})
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			f, err := g.format("text")
-			if err != nil {
-				return err
-			}
-			if f != "text" {
-				if es == nil {
-					es = []ledger.Entry{}
-				}
-				return writeData(g.stdout, f, es)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tRESULT\tSOURCE\tUSER\tPLUGINS\tOPS\tMESSAGE")
-			for _, e := range es {
-				who := e.Actor.User
-				if who == "" {
-					who = strconv.Itoa(e.Actor.UID)
-				}
-				msg := e.Message
-				if len(msg) > 70 {
-					msg = msg[:67] + "..."
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Seq, e.Time.Local().Format(time.RFC3339), e.Kind, e.Result, e.Source, who, strings.Join(e.Plugins, ","), len(e.Ops), msg)
-			}
-			return tw.Flush()
 		},
 	}
 	logCmd.Flags().StringVar(&since, "since", "", "only entries at or after this time (RFC 3339, a date, or a duration such as 24h)")
@@ -153,24 +166,21 @@ every append. See docs/audit.md.`,
 		Short: "Print entry N in full",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			n, err := strconv.ParseUint(args[0], 10, 64)
-			if err != nil {
-				return &exitError{ExitError, fmt.Errorf("entry number %q: want a non-negative integer", args[0])}
-			}
-			l, err := g.openAuditRead()
+			n, err := parseSeq(args[0], "entry number")
 			if err != nil {
 				return err
 			}
-			defer l.Close()
-			e, err := l.Get(n)
-			if err != nil {
-				return &exitError{ExitError, fmt.Errorf("audit entry %d: %w (the log has %d entries)", n, err, l.Size())}
-			}
-			f, _ := g.format("json")
-			if f == "text" {
-				f = "json"
-			}
-			return writeData(g.stdout, f, e)
+			return g.withAudit(func(l *ledger.Log) error {
+				e, err := l.Get(n)
+				if err != nil {
+					return &exitError{ExitError, fmt.Errorf("audit entry %d: %w (the log has %d entries)", n, err, l.Size())}
+				}
+				f, _ := g.format("json")
+				if f == "text" {
+					f = "json"
+				}
+				return writeData(g.stdout, f, e)
+			})
 		},
 	}
 	var fast bool
@@ -179,28 +189,25 @@ every append. See docs/audit.md.`,
 		Short: "Recompute every leaf and root and check every signed checkpoint",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			l, err := g.openAuditRead()
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			rep, verr := l.VerifyWith(ledger.VerifyOptions{LatestSignatureOnly: fast})
-			f, _ := g.format("text")
-			if f != "text" {
-				if err := writeData(g.stdout, f, rep); err != nil {
-					return err
+			return g.withAudit(func(l *ledger.Log) error {
+				rep, verr := l.VerifyWith(ledger.VerifyOptions{LatestSignatureOnly: fast})
+				f, _ := g.format("text")
+				if f != "text" {
+					if err := writeData(g.stdout, f, rep); err != nil {
+						return err
+					}
+				} else if verr == nil {
+					fmt.Fprintln(g.stdout, g.colors().green(fmt.Sprintf("OK: %d entries, every leaf, root and checkpoint signature checks out.", l.Size())))
+				} else {
+					for _, p := range rep.Problems {
+						fmt.Fprintln(g.stdout, p.String())
+					}
 				}
-			} else if verr == nil {
-				fmt.Fprintln(g.stdout, g.colors().green(fmt.Sprintf("OK: %d entries, every leaf, root and checkpoint signature checks out.", l.Size())))
-			} else {
-				for _, p := range rep.Problems {
-					fmt.Fprintln(g.stdout, p.String())
+				if verr != nil {
+					return &exitError{ExitError, fmt.Errorf("audit log damaged: %w", verr)}
 				}
-			}
-			if verr != nil {
-				return &exitError{ExitError, fmt.Errorf("audit log damaged: %w", verr)}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	verify.Flags().BoolVar(&fast, "fast", false, "check only the latest checkpoint's signature (every root is still checked)")
@@ -210,20 +217,17 @@ every append. See docs/audit.md.`,
 		Short: "Print a receipt for entry N: the entry, its inclusion proof and the latest signed checkpoint",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			n, err := strconv.ParseUint(args[0], 10, 64)
-			if err != nil {
-				return &exitError{ExitError, fmt.Errorf("entry number %q: want a non-negative integer", args[0])}
-			}
-			l, err := g.openAuditRead()
+			n, err := parseSeq(args[0], "entry number")
 			if err != nil {
 				return err
 			}
-			defer l.Close()
-			r, err := l.InclusionProof(n)
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			return writeData(g.stdout, "json", r)
+			return g.withAudit(func(l *ledger.Log) error {
+				r, err := l.InclusionProof(n)
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+				return writeData(g.stdout, "json", r)
+			})
 		},
 	}
 	var key string
@@ -260,38 +264,35 @@ every append. See docs/audit.md.`,
 		Short: "Prove that the log only grew since a checkpoint",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			l, err := g.openAuditRead()
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			var c ledger.Consistency
-			switch {
-			case from != "":
-				b, err := os.ReadFile(from)
-				if err != nil {
-					return &exitError{ExitError, err}
+			return g.withAudit(func(l *ledger.Log) error {
+				var c ledger.Consistency
+				switch {
+				case from != "":
+					b, err := os.ReadFile(from)
+					if err != nil {
+						return &exitError{ExitError, err}
+					}
+					c, err = l.ConsistencyFrom(string(b))
+					if err != nil {
+						return &exitError{ExitError, err}
+					}
+				case len(args) == 1:
+					n, err := parseSeq(args[0], "old size")
+					if err != nil {
+						return err
+					}
+					c, err = l.ConsistencyProof(n)
+					if err != nil {
+						return &exitError{ExitError, err}
+					}
+				default:
+					return &exitError{ExitError, errors.New("give OLD_SIZE or --from a saved checkpoint")}
 				}
-				c, err = l.ConsistencyFrom(string(b))
-				if err != nil {
-					return &exitError{ExitError, err}
+				if err := ledger.VerifyConsistency(c, l.PublicKey()); err != nil {
+					return &exitError{ExitError, fmt.Errorf("consistency proof does not verify: %w", err)}
 				}
-			case len(args) == 1:
-				n, perr := strconv.ParseUint(args[0], 10, 64)
-				if perr != nil {
-					return &exitError{ExitError, fmt.Errorf("old size %q: want a non-negative integer", args[0])}
-				}
-				c, err = l.ConsistencyProof(n)
-				if err != nil {
-					return &exitError{ExitError, err}
-				}
-			default:
-				return &exitError{ExitError, errors.New("give OLD_SIZE or --from a saved checkpoint")}
-			}
-			if err := ledger.VerifyConsistency(c, l.PublicKey()); err != nil {
-				return &exitError{ExitError, fmt.Errorf("consistency proof does not verify: %w", err)}
-			}
-			return writeData(g.stdout, "json", c)
+				return writeData(g.stdout, "json", c)
+			})
 		},
 	}
 	consistency.Flags().StringVar(&from, "from", "", "a signed checkpoint saved earlier (from `op-dbus audit checkpoint` or a receipt)")
@@ -301,13 +302,10 @@ every append. See docs/audit.md.`,
 		Short: "Print the log's public key (give it to whoever checks receipts)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			l, err := g.openAuditRead()
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			fmt.Fprintln(g.stdout, l.PublicKey())
-			return nil
+			return g.withAudit(func(l *ledger.Log) error {
+				fmt.Fprintln(g.stdout, l.PublicKey())
+				return nil
+			})
 		},
 	}
 	ckCmd := &cobra.Command{
@@ -315,17 +313,14 @@ every append. See docs/audit.md.`,
 		Short: "Print the latest signed checkpoint (keep it off the host)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			l, err := g.openAuditRead()
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			ck, err := l.Checkpoint()
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			fmt.Fprint(g.stdout, ck.Note)
-			return nil
+			return g.withAudit(func(l *ledger.Log) error {
+				ck, err := l.Checkpoint()
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+				fmt.Fprint(g.stdout, ck.Note)
+				return nil
+			})
 		},
 	}
 	c.AddCommand(logCmd, show, verify, proof, verifyReceipt, consistency, keyCmd, ckCmd)
@@ -369,54 +364,48 @@ func newHistoryCmd(g *globals) *cobra.Command {
 		Short: "How the host's state changed over time, from the audit log",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			l, err := g.openAuditRead()
-			if err != nil {
-				return err
-			}
-			defer l.Close()
-			es, err := l.Entries(0, func(e ledger.Entry) bool {
-				return e.Result != "refused" && (plugin == "" || contains(e.Plugins, plugin))
-			})
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			f, err := g.format("text")
-			if err != nil {
-				return err
-			}
-			if f != "text" {
-				if es == nil {
-					es = []ledger.Entry{}
+			return g.withAudit(func(l *ledger.Log) error {
+				es, err := l.Entries(0, func(e ledger.Entry) bool {
+					return e.Result != "refused" && (plugin == "" || contains(e.Plugins, plugin))
+				})
+				if err != nil {
+					return &exitError{ExitError, err}
 				}
-				return writeData(g.stdout, f, es)
-			}
-			pal := g.colors()
-			for _, e := range es {
-				res := e.Result
-				if res == "success" || res == "recovered" {
-					res = pal.green(res)
-				} else {
-					res = pal.red(res)
+				f, err := g.format("text")
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(g.stdout, "%s  #%d %s %s  %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Seq, e.Kind, res, pal.dim(short(e.Before)+" → "+short(e.After)))
-				for _, op := range e.Ops {
-					if plugin != "" && op.Plugin != plugin {
-						continue
+				if f != "text" {
+					return writeList(g, f, es)
+				}
+				pal := g.colors()
+				for _, e := range es {
+					res := e.Result
+					if res == "success" || res == "recovered" {
+						res = pal.green(res)
+					} else {
+						res = pal.red(res)
 					}
-					mark := pal.green("✓")
-					if op.Status != string(engine.Applied) {
-						mark = pal.red("✗")
-						if op.Status == string(engine.Skipped) {
-							mark = pal.dim("-")
+					fmt.Fprintf(g.stdout, "%s  #%d %s %s  %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Seq, e.Kind, res, pal.dim(short(e.Before)+" → "+short(e.After)))
+					for _, op := range e.Ops {
+						if plugin != "" && op.Plugin != plugin {
+							continue
 						}
+						mark := pal.green("✓")
+						if op.Status != string(engine.Applied) {
+							mark = pal.red("✗")
+							if op.Status == string(engine.Skipped) {
+								mark = pal.dim("-")
+							}
+						}
+						fmt.Fprintf(g.stdout, "    %s %s\n", mark, op.Description)
 					}
-					fmt.Fprintf(g.stdout, "    %s %s\n", mark, op.Description)
+					if e.Message != "" && e.Result != "success" {
+						fmt.Fprintf(g.stdout, "    %s\n", pal.dim(e.Message))
+					}
 				}
-				if e.Message != "" && e.Result != "success" {
-					fmt.Fprintf(g.stdout, "    %s\n", pal.dim(e.Message))
-				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&plugin, "plugin", "", "only changes of this plugin")

@@ -57,3 +57,11 @@ func (p palette) red(s string) string    { return p.wrap("31", s) }
 func (p palette) yellow(s string) string { return p.wrap("33", s) }
 func (p palette) bold(s string) string   { return p.wrap("1", s) }
 func (p palette) dim(s string) string    { return p.wrap("2", s) }
+
+// writeList prints a list for machines: [] rather than null when empty.
+func writeList[T any](g *globals, format string, xs []T) error {
+	if xs == nil {
+		xs = []T{}
+	}
+	return writeData(g.stdout, format, xs)
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/txn"
 )
@@ -43,21 +44,16 @@ that apply, as a new transaction: plan, confirm, apply, verify, audit. Changes
 made since to items that apply did not touch are left alone.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			e, done := g.engine()
-			defer done()
-			m, err := g.manager(e)
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			defer m.Close()
-			doc, last, err := m.LastDocument(e.Validate)
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			if g.output == "" || g.output == "text" {
-				fmt.Fprintf(g.stdout, "Rolling back the apply of %s (document %s).\n\n", last.Time.Local().Format(time.RFC3339), short(last.Document))
-			}
-			return runTransaction(g, e, doc, "rollback", t)
+			return g.withManager(func(e *engine.Engine, m *txnManager) error {
+				doc, last, err := m.LastDocument(e.Validate)
+				if err != nil {
+					return &exitError{ExitError, err}
+				}
+				if g.output == "" || g.output == "text" {
+					fmt.Fprintf(g.stdout, "Rolling back the apply of %s (document %s).\n\n", last.Time.Local().Format(time.RFC3339), short(last.Document))
+				}
+				return runTransaction(g, e, doc, "rollback", t)
+			})
 		},
 	}
 	t.register(c)
@@ -90,23 +86,18 @@ snapshot of it is taken as well.`,
 		Short: "Capture the live state of every available plugin",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			e, done := g.engine()
-			defer done()
-			m, err := g.manager(e)
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			defer m.Close()
-			ctx, cancel := g.context()
-			defer cancel()
-			sn, err := m.Snapshot(ctx, plugins, tag)
-			if err != nil {
-				return &exitError{ExitError, fmt.Errorf("snapshot: %w", err)}
-			}
-			if err := m.Prune(keep, maxAge); err != nil {
-				return &exitError{ExitError, err}
-			}
-			return printSnapshots(g, []snapshot.Snapshot{*sn})
+			return g.withManager(func(e *engine.Engine, m *txnManager) error {
+				ctx, cancel := g.context()
+				defer cancel()
+				sn, err := m.Snapshot(ctx, plugins, tag)
+				if err != nil {
+					return &exitError{ExitError, fmt.Errorf("snapshot: %w", err)}
+				}
+				if err := m.Prune(keep, maxAge); err != nil {
+					return &exitError{ExitError, err}
+				}
+				return printSnapshots(g, []snapshot.Snapshot{*sn})
+			})
 		},
 	}
 	create.Flags().StringVar(&tag, "tag", "", "a name to find the snapshot by")
@@ -237,21 +228,16 @@ snapshot of it is taken as well.`,
 			if keep <= 0 && maxAge <= 0 {
 				return &exitError{ExitError, fmt.Errorf("say what to keep: --keep N and/or --max-age D")}
 			}
-			e, done := g.engine()
-			defer done()
-			m, err := g.manager(e)
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			defer m.Close()
-			before, _ := m.Snapshots.List()
-			if err := m.Prune(keep, maxAge); err != nil {
-				return &exitError{ExitError, err}
-			}
-			after, _ := m.Snapshots.List()
-			n := len(before) - len(after)
-			fmt.Fprintf(g.stdout, "Removed %d %s (recorded in the audit log).\n", n, plural(n, "snapshot", "snapshots"))
-			return nil
+			return g.withManager(func(e *engine.Engine, m *txnManager) error {
+				before, _ := m.Snapshots.List()
+				if err := m.Prune(keep, maxAge); err != nil {
+					return &exitError{ExitError, err}
+				}
+				after, _ := m.Snapshots.List()
+				n := len(before) - len(after)
+				fmt.Fprintf(g.stdout, "Removed %d %s (recorded in the audit log).\n", n, plural(n, "snapshot", "snapshots"))
+				return nil
+			})
 		},
 	}
 	prune.Flags().IntVar(&keep, "keep", 0, "keep only the newest N snapshots")
@@ -278,10 +264,7 @@ func printSnapshots(g *globals, sns []snapshot.Snapshot) error {
 		return err
 	}
 	if f != "text" {
-		if sns == nil {
-			sns = []snapshot.Snapshot{}
-		}
-		return writeData(g.stdout, f, sns)
+		return writeList(g, f, sns)
 	}
 	if len(sns) == 0 {
 		fmt.Fprintln(g.stdout, "No snapshots.")

@@ -79,3 +79,16 @@ func (g *globals) recoverInterrupted() error {
 	}
 	return nil
 }
+
+// withManager runs fn with the engine and the state directory's transaction
+// manager (snapshots, audit log) open.
+func (g *globals) withManager(fn func(e *engine.Engine, m *txnManager) error) error {
+	e, done := g.engine()
+	defer done()
+	m, err := g.manager(e)
+	if err != nil {
+		return &exitError{ExitError, err}
+	}
+	defer m.Close()
+	return fn(e, m)
+}
