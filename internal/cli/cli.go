@@ -129,6 +129,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
 		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),
 		newCommitCmd(g), newRollbackCmd(g), newSnapshotCmd(g), newAuditCmd(g), newHistoryCmd(g),
+		newNixosCmd(g),
 	)
 	// The first command that reads or changes host state after a crash
 	// finishes the interrupted transaction.
@@ -136,9 +137,9 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		switch c.Name() {
 		case "query", "diff", "verify", "apply", "rollback", "commit":
 			c.PreRunE = func(*cobra.Command, []string) error { return g.recoverInterrupted() }
-		case "snapshot":
+		case "snapshot", "nixos":
 			for _, sc := range c.Commands() {
-				if sc.Name() == "create" || sc.Name() == "restore" {
+				if sc.Name() == "create" || sc.Name() == "restore" || sc.Name() == "generate" {
 					sc.PreRunE = func(*cobra.Command, []string) error { return g.recoverInterrupted() }
 				}
 			}
