@@ -110,6 +110,10 @@ Typical use:
   op-dbus diff host.json          what apply would change (exit 2 when changes)
   op-dbus apply host.json         plan, confirm, apply, verify, roll back on failure
   op-dbus verify host.json        does the host match? (exit 2 lists mismatches)
+  op-dbus rollback                undo the last apply
+  op-dbus history                 what changed when, from the tamper-evident audit log
+  op-dbus introspect              everything on a D-Bus bus, with property values
+  op-dbus nixos generate          a NixOS configuration from the live host
 
 Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		SilenceUsage:  true,
@@ -118,7 +122,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.stateDir, "state-dir", "/var/lib/op-dbus", "directory for everything op-dbus writes (lock, last apply record)")
+	pf.StringVar(&g.stateDir, "state-dir", "/var/lib/op-dbus", "directory for everything op-dbus writes: lock, journal, snapshots, audit log")
 	pf.BoolVar(&g.user, "user", false, "manage the user's service manager on the session bus (like systemctl --user)")
 	pf.StringVarP(&g.output, "output", "o", "", "output format: text, json or yaml (query defaults to json)")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Minute, "give up on the whole command after this long")
