@@ -9,7 +9,7 @@ LDFLAGS   := -X github.com/op-dbus/op-dbus/internal/cli.Version=$(VERSION)
 # hostnamed, timedated, localed), util-linux (unshare, nsenter).
 DEB_PKGS  := dbus dbus-bin dbus-daemon dbus-user-session systemd util-linux mount iproute2 tzdata locales btrfs-progs libglib2.0-bin nix-bin
 
-.PHONY: all build deps test check fmt vet unit bench demo fuzz clean
+.PHONY: all build deps interop-deps test check fmt vet unit bench demo fuzz clean
 
 all: build
 
@@ -35,7 +35,12 @@ check: fmt vet
 
 # Every test, against real daemons started by internal/testbed, with the race
 # detector. CI=true makes a test that cannot start its daemon fail, not skip.
-test: deps check
+# The official TypeScript MCP SDK, for the MCP interoperability test.
+interop-deps:
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	cd test/mcp-interop && npm ci --no-audit --no-fund
+
+test: deps interop-deps check
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 unit:
