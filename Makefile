@@ -41,7 +41,7 @@ interop-deps:
 	cd test/mcp-interop && npm ci --no-audit --no-fund
 
 test: deps interop-deps check
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
 
 unit:
 	$(GO) test -count=1 -short ./internal/state/ ./internal/engine/

@@ -134,6 +134,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),
 		newCommitCmd(g), newRollbackCmd(g), newSnapshotCmd(g), newAuditCmd(g), newHistoryCmd(g),
 		newNixosCmd(g),
+		newServeCmd(g),
 		newMcpCmd(g),
 	)
 	// The first command that reads or changes host state after a crash

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/op-dbus/op-dbus/internal/api"
+	"github.com/op-dbus/op-dbus/internal/control"
+	"github.com/op-dbus/op-dbus/internal/daemon"
+)
+
+type serveFlags struct {
+	state       string
+	mode        string
+	interval    time.Duration
+	debounce    time.Duration
+	maxFailures int
+
+	apiSocket     string
+	apiSocketMode uint32
+	apiListen     string
+	apiTokenFile  string
+	apiCert       string
+	apiKey        string
+	confirmWithin time.Duration
+	maxBody       int64
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "serve --state FILE [--mode report|enforce]",
+		Short: "Watch the host for drift from a state document (and correct it in enforce mode)",
+		Long: `serve runs op-dbus as a daemon. It keeps the live state of what the
+document names in view and learns of changes from the sources themselves
+(systemd's and hostname1/timedate1/locale1's D-Bus signals), not by
+polling. A change re-queries only the plugin it concerns, and only the
+items the document names.
+
+Drift is logged to stderr (the journal under systemd), counted (metrics and
+GET /v1/drift when the API is on) and written to the audit log as kind
+"drift". In enforce mode it is corrected as a transaction of kind
+"correction" (journaled, verified, rolled back on failure); after repeated
+failed corrections, or corrections undone again and again, the daemon backs
+off and only reports.
+
+A full reconcile runs every --interval as a backstop. SIGHUP or a changed
+state file reloads the document; an invalid one is refused and the old one
+kept. Under systemd (Type=notify) it sends READY=1 and WATCHDOG=1.
+
+With -o json, every event is also one JSON object per line on stdout:
+  {"event":"drift","plugin":"systemd","items":1,"latency_ms":3.1,...}
+
+The HTTP API is served on --api-socket (and --api-listen with a token).`,
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			return g.recoverInterrupted()
+		},
+		RunE: func(*cobra.Command, []string) error { return runServe(g, &f) },
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.state, "state", "", "the desired state document (JSON or YAML) (required)")
+	fl.StringVar(&f.mode, "mode", daemon.ModeReport, "report: only report drift; enforce: also correct it")
+	fl.DurationVar(&f.interval, "interval", 5*time.Minute, "full reconcile every this long, as a backstop to the signals")
+	fl.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "gather a plugin's change signals this long before re-querying it")
+	fl.IntVar(&f.maxFailures, "max-failures", 3, "enforce: back off after this many failed corrections of a plugin in a row")
+	fl.StringVar(&f.apiSocket, "api-socket", "", "serve the HTTP API on this unix socket (e.g. /run/op-dbus/api.sock); off when empty")
+	fl.Uint32Var(&f.apiSocketMode, "api-socket-mode", 0o660, "file mode of the API socket")
+	fl.StringVar(&f.apiListen, "api-listen", "", "also serve the API on this TCP host:port (needs --api-token-file)")
+	fl.StringVar(&f.apiTokenFile, "api-token-file", "", "bearer token file for the TCP API")
+	fl.StringVar(&f.apiCert, "api-tls-cert", "", "TLS certificate for the TCP API")
+	fl.StringVar(&f.apiKey, "api-tls-key", "", "TLS key for the TCP API")
+	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "API applies wait this long for `op-dbus commit` before rolling back (0: no confirmation)")
+	fl.Int64Var(&f.maxBody, "max-body", 0, "API request body limit in bytes (0: the API's default)")
+	return c
+}
+
+func runServe(g *globals, f *serveFlags) error {
+	if f.state == "" {
+		return &exitError{ExitError, errors.New("serve needs the desired state: pass --state FILE")}
+	}
+	format, err := g.format("text")
+	if err != nil {
+		return err
+	}
+	if format == "yaml" {
+		return &exitError{ExitError, errors.New("serve writes events as JSON lines: use -o json or -o text")}
+	}
+	// Not g.context(): a daemon has no --timeout.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	e, done := g.engine()
+	defer done()
+	opts := daemon.Options{StatePath: f.state, StateDir: g.stateDir, Mode: f.mode, User: g.user,
+		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures,
+		Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}
+	if format == "json" {
+		opts.Events = g.stdout
+	}
+	apiOn := f.apiSocket != "" || f.apiListen != ""
+	var metrics *api.Metrics
+	if apiOn {
+		metrics = api.NewMetrics(nil)
+		opts.Metrics = metrics
+	}
+	d, err := daemon.New(e, opts)
+	if err != nil {
+		return &exitError{ExitError, err}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				d.Reload()
+			}
+		}
+	}()
+
+	apiErr := make(chan error, 1)
+	if apiOn {
+		svc := control.New(control.Options{StateDir: g.stateDir, User: g.user, Source: "api"})
+		defer svc.Close()
+		h := api.NewHandler(svc, api.Options{Drift: driftStatus{d}, Metrics: metrics, MaxBody: f.maxBody,
+			ConfirmWithin: f.confirmWithin, StateDir: g.stateDir})
+		lo := api.ListenOptions{Socket: f.apiSocket, Mode: os.FileMode(f.apiSocketMode), TCP: f.apiListen,
+			TokenFile: f.apiTokenFile, CertFile: f.apiCert, KeyFile: f.apiKey}
+		go func() {
+			err := api.Serve(ctx, h, lo)
+			if err != nil && ctx.Err() == nil {
+				apiErr <- err
+				cancel()
+			}
+			close(apiErr)
+		}()
+	} else {
+		close(apiErr)
+	}
+	err = d.Run(ctx)
+	cancel()
+	d.Wait()
+	if aerr := <-apiErr; aerr != nil {
+		return &exitError{ExitError, fmt.Errorf("api: %w", aerr)}
+	}
+	if err != nil {
+		return &exitError{ExitError, err}
+	}
+	return nil
+}
+
+// driftStatus shows the daemon's drift to the API.
+type driftStatus struct{ d *daemon.Daemon }
+
+func (s driftStatus) Status() api.DriftStatus {
+	st := s.d.Status()
+	return api.DriftStatus{Mode: st.Mode, Items: st.Items, LastCheck: st.LastCheck}
+}

@@ -1,0 +1,242 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/op-dbus/op-dbus/internal/dbusx"
+	"github.com/op-dbus/op-dbus/internal/state"
+)
+
+const (
+	propsIfc       = "org.freedesktop.DBus.Properties"
+	systemdBus     = "org.freedesktop.systemd1"
+	systemdPath    = dbus.ObjectPath("/org/freedesktop/systemd1")
+	systemdManager = "org.freedesktop.systemd1.Manager"
+)
+
+// propObjects are the D-Bus objects of the property plugins; each emits
+// PropertiesChanged on its own path when changed through its API.
+var propObjects = map[string]struct {
+	service string
+	path    dbus.ObjectPath
+}{
+	"hostname": {"org.freedesktop.hostname1", "/org/freedesktop/hostname1"},
+	"timedate": {"org.freedesktop.timedate1", "/org/freedesktop/timedate1"},
+	"locale":   {"org.freedesktop.locale1", "/org/freedesktop/locale1"},
+}
+
+// watcher is one plugin's signal source.
+type watcher struct {
+	plugin string
+	bus    dbusx.Bus
+	// setup adds the match rules (and subscribes) on a fresh connection.
+	setup func(ctx context.Context, conn *dbus.Conn) error
+	// relevant filters signals; nil accepts all.
+	relevant func(*dbus.Signal) bool
+}
+
+func (d *Daemon) startWatchers(ctx context.Context, doc *state.Document) {
+	if d.opts.NoWatch {
+		return
+	}
+	for _, n := range sortedKeys(doc.Plugins) {
+		w := d.watcherFor(n, doc.Plugins[n])
+		if w == nil {
+			continue // no signal source: the periodic reconcile covers it
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		d.watchers[n] = cancel
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.watch(wctx, w)
+		}()
+	}
+}
+
+func (d *Daemon) stopWatchers() {
+	for n, cancel := range d.watchers {
+		cancel()
+		delete(d.watchers, n)
+	}
+}
+
+func (d *Daemon) watcherFor(name string, desired any) *watcher {
+	if name == "systemd" {
+		bus := dbusx.System
+		if d.opts.User {
+			bus = dbusx.Session
+		}
+		names, paths := unitsOf(desired)
+		return &watcher{plugin: name, bus: bus,
+			setup: func(ctx context.Context, conn *dbus.Conn) error {
+				if err := conn.AddMatchSignalContext(ctx, dbus.WithMatchSender(systemdBus),
+					dbus.WithMatchInterface(propsIfc), dbus.WithMatchMember("PropertiesChanged"),
+					dbus.WithMatchPathNamespace(systemdPath)); err != nil {
+					return err
+				}
+				// JobRemoved, UnitNew, UnitRemoved, UnitFilesChanged, Reloading.
+				if err := conn.AddMatchSignalContext(ctx, dbus.WithMatchSender(systemdBus),
+					dbus.WithMatchObjectPath(systemdPath), dbus.WithMatchInterface(systemdManager)); err != nil {
+					return err
+				}
+				// Without Subscribe the manager emits no unit or job signals to us.
+				return dbusx.Call(ctx, conn.Object(systemdBus, systemdPath), systemdManager+".Subscribe", nil)
+			},
+			relevant: func(s *dbus.Signal) bool { return systemdRelevant(s, names, paths) },
+		}
+	}
+	if o, ok := propObjects[name]; ok {
+		return &watcher{plugin: name, bus: dbusx.System,
+			setup: func(ctx context.Context, conn *dbus.Conn) error {
+				return conn.AddMatchSignalContext(ctx, dbus.WithMatchSender(o.service),
+					dbus.WithMatchObjectPath(o.path), dbus.WithMatchInterface(propsIfc),
+					dbus.WithMatchMember("PropertiesChanged"))
+			}}
+	}
+	return nil
+}
+
+// watch keeps one connection with the watcher's matches, marks the plugin
+// dirty for every relevant signal, and reconnects (with backoff) when the
+// bus goes away. After each (re)connect the plugin is marked dirty, since
+// signals sent while disconnected are lost.
+func (d *Daemon) watch(ctx context.Context, w *watcher) {
+	backoff := 100 * time.Millisecond
+	reported := false
+	for ctx.Err() == nil {
+		conn, ch, err := d.connectWatcher(ctx, w)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !reported {
+				d.opts.Log("watch %s: %v; retrying", w.plugin, err)
+				reported = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		if reported {
+			d.opts.Log("watch %s: connected to the %s again", w.plugin, w.bus)
+		}
+		reported, backoff = false, 100*time.Millisecond
+		d.Changed(w.plugin)
+		d.drain(ctx, w, ch)
+		conn.Close()
+		if ctx.Err() == nil {
+			d.opts.Log("watch %s: lost the %s; reconnecting", w.plugin, w.bus)
+			reported = true
+		}
+	}
+}
+
+func (d *Daemon) connectWatcher(ctx context.Context, w *watcher) (*dbus.Conn, chan *dbus.Signal, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := dbusx.Open(cctx, w.bus)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Large enough that a burst never makes godbus park a goroutine per
+	// signal; drain empties it faster than any bus fills it.
+	ch := make(chan *dbus.Signal, 4096)
+	conn.Signal(ch)
+	if err := w.setup(cctx, conn); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("subscribe: %w", err)
+	}
+	return conn, ch, nil
+}
+
+// drain reads signals until the connection closes (the channel is closed)
+// or ctx ends.
+func (d *Daemon) drain(ctx context.Context, w *watcher, ch chan *dbus.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s, ok := <-ch:
+			if !ok {
+				return
+			}
+			if s == nil {
+				continue
+			}
+			if w.relevant == nil || w.relevant(s) {
+				d.Changed(w.plugin)
+			}
+		}
+	}
+}
+
+// systemdRelevant keeps the signals about the units the document names,
+// and those that can change any unit (daemon reload, unit files changed).
+func systemdRelevant(s *dbus.Signal, names map[string]bool, paths map[dbus.ObjectPath]bool) bool {
+	switch s.Name {
+	case propsIfc + ".PropertiesChanged":
+		return paths[s.Path]
+	case systemdManager + ".JobRemoved":
+		if len(s.Body) >= 3 {
+			if u, ok := s.Body[2].(string); ok {
+				return names[u]
+			}
+		}
+		return true
+	case systemdManager + ".UnitNew", systemdManager + ".UnitRemoved":
+		if len(s.Body) >= 1 {
+			if u, ok := s.Body[0].(string); ok {
+				return names[u]
+			}
+		}
+		return true
+	case systemdManager + ".JobNew":
+		return false // the change shows in PropertiesChanged and JobRemoved
+	}
+	return true // Reloading, UnitFilesChanged, StartupFinished...
+}
+
+// unitsOf lists the unit names the systemd part of a document names, and
+// their object paths.
+func unitsOf(desired any) (map[string]bool, map[dbus.ObjectPath]bool) {
+	names, paths := map[string]bool{}, map[dbus.ObjectPath]bool{}
+	b, err := json.Marshal(desired)
+	if err != nil {
+		return names, paths
+	}
+	var st struct {
+		Units map[string]json.RawMessage `json:"units"`
+	}
+	_ = json.Unmarshal(b, &st)
+	for n := range st.Units {
+		names[n] = true
+		paths[unitPath(n)] = true
+	}
+	return names, paths
+}
+
+// unitPath is systemd's object path of a unit: bus_label_escape of the
+// name (letters kept, digits kept except first, everything else _xx).
+func unitPath(name string) dbus.ObjectPath {
+	const hex = "0123456789abcdef"
+	b := []byte(systemdPath + "/unit/")
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9') {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '_', hex[c>>4], hex[c&15])
+	}
+	return dbus.ObjectPath(b)
+}
