@@ -107,9 +107,15 @@ func runServe(g *globals, f *serveFlags) error {
 	}
 	apiOn := f.apiSocket != "" || f.apiListen != ""
 	var metrics *api.Metrics
+	var svc *control.Service
 	if apiOn {
 		metrics = api.NewMetrics(nil)
-		opts.Metrics = metrics
+		// The API reads state from a short-lived cache that every change
+		// signal the daemon receives invalidates: exact for what it
+		// watches, at most a second old for the rest.
+		svc = control.New(control.Options{StateDir: g.stateDir, User: g.user, Source: "api", QueryCacheTTL: time.Second})
+		defer svc.Close()
+		opts.Metrics = invalidating{metrics, svc}
 	}
 	d, err := daemon.New(e, opts)
 	if err != nil {
@@ -134,8 +140,6 @@ func runServe(g *globals, f *serveFlags) error {
 
 	apiErr := make(chan error, 1)
 	if apiOn {
-		svc := control.New(control.Options{StateDir: g.stateDir, User: g.user, Source: "api"})
-		defer svc.Close()
 		h := api.NewHandler(svc, api.Options{Drift: driftStatus{d}, Metrics: metrics, MaxBody: f.maxBody,
 			ConfirmWithin: f.confirmWithin, StateDir: g.stateDir})
 		lo := api.ListenOptions{Socket: f.apiSocket, Mode: os.FileMode(f.apiSocketMode), TCP: f.apiListen,
@@ -169,4 +173,16 @@ type driftStatus struct{ d *daemon.Daemon }
 func (s driftStatus) Status() api.DriftStatus {
 	st := s.d.Status()
 	return api.DriftStatus{Mode: st.Mode, Items: st.Items, LastCheck: st.LastCheck}
+}
+
+// invalidating passes the daemon's metrics on, and drops the API's cached
+// state of a plugin whenever the daemon hears that it changed.
+type invalidating struct {
+	*api.Metrics
+	svc *control.Service
+}
+
+func (m invalidating) Event(source string) {
+	m.svc.Invalidate(source)
+	m.Metrics.Event(source)
 }

@@ -37,6 +37,11 @@ type Options struct {
 	User bool
 	// Source is recorded in the audit log: "mcp", "api", "dbus".
 	Source string
+	// QueryCacheTTL, when set, serves Query from results at most this old.
+	// The daemon sets it and calls Invalidate for every change signal, so
+	// the cache is exact for what it watches and at most this stale for
+	// the rest; plan and apply always read live.
+	QueryCacheTTL time.Duration
 }
 
 // Errors an apply can be refused with.
@@ -53,6 +58,15 @@ type Service struct {
 
 	mu    sync.Mutex
 	plans map[string]*storedPlan
+
+	cacheMu sync.Mutex
+	cache   map[string]*cachedQuery
+}
+
+type cachedQuery struct {
+	once sync.Once // one live query per entry, however many readers wait
+	at   time.Time
+	r    engine.QueryResult
 }
 
 type storedPlan struct {
@@ -66,7 +80,7 @@ func New(opts Options) *Service {
 		opts.Source = "api"
 	}
 	ps := plugin.New(plugin.Options{User: opts.User, StateDir: opts.StateDir})
-	return &Service{opts: opts, plugins: ps, engine: engine.New(ps), plans: map[string]*storedPlan{}}
+	return &Service{opts: opts, plugins: ps, engine: engine.New(ps), plans: map[string]*storedPlan{}, cache: map[string]*cachedQuery{}}
 }
 
 // Close releases the plugins' connections.
@@ -119,7 +133,7 @@ func (s *Service) Query(ctx context.Context, plugins []string) (*QueryResult, er
 			return nil, fmt.Errorf("unknown plugin %q (known: %v)", n, s.engine.Names())
 		}
 	}
-	res := s.engine.Query(ctx, plugins)
+	res := s.query(ctx, plugins)
 	out := &QueryResult{Version: state.Version, Plugins: map[string]any{}}
 	for n, r := range res {
 		if r.Err != nil {
@@ -132,6 +146,62 @@ func (s *Service) Query(ctx context.Context, plugins []string) (*QueryResult, er
 		out.Plugins[n] = r.State
 	}
 	return out, nil
+}
+
+// Invalidate drops cached query results of the named plugins (all when
+// none are named).
+func (s *Service) Invalidate(plugins ...string) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if len(plugins) == 0 {
+		s.cache = map[string]*cachedQuery{}
+		return
+	}
+	for _, p := range plugins {
+		delete(s.cache, p)
+	}
+}
+
+func (s *Service) query(ctx context.Context, plugins []string) map[string]engine.QueryResult {
+	if s.opts.QueryCacheTTL <= 0 {
+		return s.engine.Query(ctx, plugins)
+	}
+	if len(plugins) == 0 {
+		plugins = s.engine.Names()
+	}
+	out := make(map[string]engine.QueryResult, len(plugins))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range plugins {
+		s.cacheMu.Lock()
+		c := s.cache[n]
+		if c != nil && !c.at.IsZero() && time.Since(c.at) > s.opts.QueryCacheTTL {
+			c = nil
+		}
+		if c == nil {
+			c = &cachedQuery{}
+			s.cache[n] = c
+		}
+		s.cacheMu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.once.Do(func() {
+				// Detached from one reader's context: others share it.
+				qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbusx.DefaultTimeout)
+				defer cancel()
+				c.r = s.engine.Query(qctx, []string{n})[n]
+				s.cacheMu.Lock()
+				c.at = time.Now()
+				s.cacheMu.Unlock()
+			})
+			mu.Lock()
+			out[n] = c.r
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // Decode strictly decodes a state document (JSON or YAML).
@@ -256,6 +326,8 @@ func (s *Service) Apply(ctx context.Context, planHash, client string, confirmWit
 			OnWait: func(deadline time.Time) { waiting <- deadline }})
 		finished <- done{out, err}
 	}()
+	// Whatever the outcome, the cached state is no longer trustworthy.
+	defer s.Invalidate()
 	select {
 	case deadline := <-waiting:
 		return &ApplyResult{Success: true, AwaitingConfirm: true, Deadline: deadline, Verify: engine.Verification{OK: true}}, nil

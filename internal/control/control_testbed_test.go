@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -74,5 +75,32 @@ func TestTestbedPlanApplyStaleUnknown(t *testing.T) {
 	}
 	if _, err := s.AuditVerify(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTestbedQueryCacheInvalidation(t *testing.T) {
+	b := testbed.NewIdentity(t)
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", b.BusAddress)
+	ctx := context.Background()
+	s := control.New(control.Options{StateDir: t.TempDir(), QueryCacheTTL: time.Hour})
+	defer s.Close()
+	location := func() string {
+		r, err := s.Query(ctx, []string{"hostname"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(r.Plugins["hostname"])
+		return string(b)
+	}
+	before := location()
+	if out, err := b.Busctl(ctx, "call", "org.freedesktop.hostname1", "/org/freedesktop/hostname1", "org.freedesktop.hostname1", "SetLocation", "sb", "cache-test", "false"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if got := location(); got != before {
+		t.Fatalf("the cache was not used: %s", got)
+	}
+	s.Invalidate("hostname")
+	if got := location(); !strings.Contains(got, `"location":"cache-test"`) {
+		t.Fatalf("after Invalidate: %s", got)
 	}
 }
