@@ -1,13 +1,10 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/op-dbus/op-dbus/internal/state"
 	"github.com/op-dbus/op-dbus/internal/txn"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -88,14 +85,29 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 			return &exitError{ExitError, err}
 		}
 		defer unlock()
-		if m, err = g.manager(e); err != nil {
-			return &exitError{ExitError, err}
-		}
-		defer m.Close()
-		if _, err := m.Recover(ctx); err != nil {
+		// The manager (audit log, snapshot store) is opened only when there
+		// is something to record: an interrupted transaction to finish now,
+		// or a non-empty plan below. A no-op apply stays a query and a plan.
+		j, err := txn.ReadJournal(g.stateDir)
+		if err != nil {
 			g.recordRefusal(kind, err.Error())
 			return &exitError{ExitError, err}
 		}
+		if j != nil {
+			if m, err = g.manager(e); err != nil {
+				return &exitError{ExitError, err}
+			}
+			if _, err := m.Recover(ctx); err != nil {
+				m.Close()
+				g.recordRefusal(kind, err.Error())
+				return &exitError{ExitError, err}
+			}
+		}
+		defer func() {
+			if m != nil {
+				m.Close()
+			}
+		}()
 	}
 	plan, err := e.Plan(ctx, doc)
 	if err != nil {
@@ -119,6 +131,11 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 			return &exitError{ExitError, fmt.Errorf("%s cancelled; nothing was changed", kind)}
 		}
 	}
+	if m == nil {
+		if m, err = g.manager(e); err != nil {
+			return &exitError{ExitError, err}
+		}
+	}
 	if text {
 		e.Events = progressPrinter(g)
 		fmt.Fprintln(g.stdout)
@@ -137,7 +154,6 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 		return &exitError{ExitError, err}
 	}
 	res := out.Result
-	_ = recordLastApply(g.stateDir, doc.Hash(), res)
 	if !text {
 		if werr := writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), Result: res, Snapshot: out.Snapshot,
 			Unconfirmed: out.Unconfirmed, Success: out.Err() == nil && err == nil, Error: errString(out.Err())}); werr != nil {
@@ -291,21 +307,4 @@ func printResult(g *globals, res *engine.Result, took time.Duration) error {
 		msg += "; rollback incomplete, NOT undone: " + strings.Join(not, "; ")
 	}
 	return &exitError{ExitError, errors.New("apply failed: " + msg)}
-}
-
-// recordLastApply keeps the last apply's result for people and scripts.
-func recordLastApply(dir, hash string, res *engine.Result) error {
-	b, err := json.MarshalIndent(struct {
-		Time         time.Time      `json:"time"`
-		DocumentHash string         `json:"document_hash"`
-		Result       *engine.Result `json:"result"`
-	}{time.Now().UTC(), hash, res}, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, "last-apply.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "last-apply.json"))
 }

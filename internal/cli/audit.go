@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,47 +16,9 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/ledger"
-	"github.com/op-dbus/op-dbus/internal/txn"
 )
 
 func (g *globals) auditDir() string { return filepath.Join(g.stateDir, "audit") }
-
-// ledgerRecorder writes transaction records to the audit log.
-type ledgerRecorder struct {
-	log    *ledger.Log
-	source string
-}
-
-func (r *ledgerRecorder) Record(rec txn.Record) error {
-	e := ledger.Entry{
-		Time: time.Now().UTC(), Kind: rec.Kind, Source: r.source, Actor: currentActor(),
-		Plugins: rec.Plugins, Before: rec.Before, After: rec.After, Document: rec.Document,
-		Verified: rec.Verified, Result: rec.Result, Message: rec.Message,
-	}
-	e.Ops = append(opRecords(rec.Outcomes, ""), opRecords(rec.Undo, "undo ")...)
-	if rec.Snapshot != "" {
-		e.Extra, _ = json.Marshal(map[string]string{"snapshot": rec.Snapshot})
-	}
-	_, err := r.log.Append(e)
-	return err
-}
-
-func opRecords(os []engine.Outcome, prefix string) []ledger.OpRecord {
-	var out []ledger.OpRecord
-	for _, o := range os {
-		out = append(out, ledger.OpRecord{ID: o.Op.ID, Plugin: o.Op.Plugin, Description: prefix + o.Op.Description,
-			Status: string(o.Status), Error: o.Error, Data: o.Op.Data})
-	}
-	return out
-}
-
-func currentActor() ledger.Actor {
-	a := ledger.Actor{UID: os.Getuid()}
-	if u, err := user.LookupId(strconv.Itoa(a.UID)); err == nil {
-		a.User = u.Username
-	}
-	return a
-}
 
 // recordRefusal writes a refused request to the audit log, best effort:
 // the refusal itself is what the user sees.
@@ -66,7 +28,7 @@ func (g *globals) recordRefusal(kind, message string) {
 		return
 	}
 	defer l.Close()
-	_, _ = l.Append(ledger.Entry{Time: time.Now().UTC(), Kind: kind, Source: "cli", Actor: currentActor(), Result: "refused", Message: message})
+	_, _ = l.Append(ledger.Entry{Time: time.Now().UTC(), Kind: kind, Source: "cli", Actor: ledger.LocalActor(""), Result: "refused", Message: message})
 }
 
 // openAuditRead opens an existing log for reading; it never creates one.
@@ -129,7 +91,7 @@ every append. See docs/audit.md.`,
 			}
 			return g.withAudit(func(l *ledger.Log) error {
 				es, err := l.Entries(0, func(e ledger.Entry) bool {
-					return !e.Time.Before(from) && (plugin == "" || contains(e.Plugins, plugin))
+					return !e.Time.Before(from) && (plugin == "" || slices.Contains(e.Plugins, plugin))
 				})
 				if err != nil {
 					return &exitError{ExitError, err}
@@ -348,15 +310,6 @@ func parseSince(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--since %q: give RFC 3339 (2026-01-02T15:04:05Z), a date (2026-01-02) or a duration (24h)", s)
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 func newHistoryCmd(g *globals) *cobra.Command {
 	var plugin string
 	c := &cobra.Command{
@@ -366,7 +319,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 		RunE: func(*cobra.Command, []string) error {
 			return g.withAudit(func(l *ledger.Log) error {
 				es, err := l.Entries(0, func(e ledger.Entry) bool {
-					return e.Result != "refused" && (plugin == "" || contains(e.Plugins, plugin))
+					return e.Result != "refused" && (plugin == "" || slices.Contains(e.Plugins, plugin))
 				})
 				if err != nil {
 					return &exitError{ExitError, err}

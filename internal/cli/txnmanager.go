@@ -40,7 +40,7 @@ func newTxnManager(g *globals, e *engine.Engine) (*txnManager, error) {
 		fmt.Fprintf(g.stderr, "op-dbus: audit log repaired after a crash: %s\n", r)
 	}
 	m := &txnManager{Manager: &txn.Manager{Dir: g.stateDir, Engine: e, Snapshots: snaps,
-		Recorder: &ledgerRecorder{log: log, source: "cli"}, Keep: g.snapshotKeep, MaxAge: g.snapshotMaxAge,
+		Recorder: &txn.LedgerRecorder{Log: log, Source: "cli"}, Keep: g.snapshotKeep, MaxAge: g.snapshotMaxAge,
 		Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}}
 	m.closers = append(m.closers, log.Close)
 	return m, nil

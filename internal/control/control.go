@@ -14,9 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"sync"
 	"time"
 
@@ -372,7 +371,7 @@ func (s *Service) manager(client string) (*txn.Manager, func(), error) {
 		return nil, nil, err
 	}
 	m := &txn.Manager{Dir: s.opts.StateDir, Engine: s.engine, Snapshots: snaps, Keep: 200,
-		Recorder: &recorder{log: log, source: s.opts.Source, client: client}}
+		Recorder: &txn.LedgerRecorder{Log: log, Source: s.opts.Source, Client: client}}
 	return m, func() { log.Close() }, nil
 }
 
@@ -386,50 +385,20 @@ func (s *Service) refuse(client, message string) {
 		return
 	}
 	defer l.Close()
-	_, _ = l.Append(ledger.Entry{Time: time.Now().UTC(), Kind: "apply", Source: s.opts.Source, Actor: actor(client), Result: "refused", Message: message})
-}
-
-type recorder struct {
-	log            *ledger.Log
-	source, client string
-}
-
-func (r *recorder) Record(rec txn.Record) error {
-	e := ledger.Entry{Time: time.Now().UTC(), Kind: rec.Kind, Source: r.source, Actor: actor(r.client),
-		Plugins: rec.Plugins, Before: rec.Before, After: rec.After, Document: rec.Document,
-		Verified: rec.Verified, Result: rec.Result, Message: rec.Message}
-	for _, o := range rec.Outcomes {
-		e.Ops = append(e.Ops, ledger.OpRecord{ID: o.Op.ID, Plugin: o.Op.Plugin, Description: o.Op.Description, Status: string(o.Status), Error: o.Error, Data: o.Op.Data})
-	}
-	for _, o := range rec.Undo {
-		e.Ops = append(e.Ops, ledger.OpRecord{ID: o.Op.ID, Plugin: o.Op.Plugin, Description: "undo " + o.Op.Description, Status: string(o.Status), Error: o.Error, Data: o.Op.Data})
-	}
-	if rec.Snapshot != "" {
-		e.Extra, _ = json.Marshal(map[string]string{"snapshot": rec.Snapshot})
-	}
-	_, err := r.log.Append(e)
-	return err
-}
-
-func actor(client string) ledger.Actor {
-	a := ledger.Actor{UID: os.Getuid(), Client: client}
-	if u, err := user.LookupId(strconv.Itoa(a.UID)); err == nil {
-		a.User = u.Username
-	}
-	return a
+	_, _ = l.Append(ledger.Entry{Time: time.Now().UTC(), Kind: "apply", Source: s.opts.Source, Actor: ledger.LocalActor(client), Result: "refused", Message: message})
 }
 
 // AuditLog lists audit entries at or after since, touching plugin if set.
 func (s *Service) AuditLog(since time.Time, pluginName string) ([]ledger.Entry, error) {
 	return s.entries(func(e ledger.Entry) bool {
-		return !e.Time.Before(since) && (pluginName == "" || contains(e.Plugins, pluginName))
+		return !e.Time.Before(since) && (pluginName == "" || slices.Contains(e.Plugins, pluginName))
 	})
 }
 
 // History lists the changes (not refusals), touching plugin if set.
 func (s *Service) History(pluginName string) ([]ledger.Entry, error) {
 	return s.entries(func(e ledger.Entry) bool {
-		return e.Result != "refused" && (pluginName == "" || contains(e.Plugins, pluginName))
+		return e.Result != "refused" && (pluginName == "" || slices.Contains(e.Plugins, pluginName))
 	})
 }
 
@@ -492,13 +461,4 @@ func (s *Service) Introspect(ctx context.Context, bus string, services []string)
 	defer conn.Close()
 	w := &introspect.Walker{Conn: conn, Bus: bus, Services: services}
 	return w.Walk(ctx)
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

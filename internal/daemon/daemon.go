@@ -541,7 +541,7 @@ func (d *Daemon) manager() (*txn.Manager, func(), error) {
 		return nil, nil, err
 	}
 	m := &txn.Manager{Dir: d.opts.StateDir, Engine: d.eng, Snapshots: snaps, Keep: 200,
-		Recorder: &recorder{log: log}, Log: d.opts.Log}
+		Recorder: &txn.LedgerRecorder{Log: log, Source: "daemon", Client: "op-dbus serve"}, Log: d.opts.Log}
 	return m, func() { log.Close() }, nil
 }
 
@@ -549,7 +549,7 @@ func (d *Daemon) manager() (*txn.Manager, func(), error) {
 func (d *Daemon) audit(e ledger.Entry) {
 	e.Time = time.Now().UTC()
 	e.Source = "daemon"
-	e.Actor = actor()
+	e.Actor = ledger.LocalActor("op-dbus serve")
 	if err := os.MkdirAll(d.opts.StateDir, 0o700); err != nil {
 		d.opts.Log("audit log: %v", err)
 		return

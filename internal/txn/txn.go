@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -135,7 +136,7 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 	}
 	items := map[string][]string{}
 	for _, op := range plan.Ops {
-		if !contains(items[op.Plugin], op.Item) {
+		if !slices.Contains(items[op.Plugin], op.Item) {
 			items[op.Plugin] = append(items[op.Plugin], op.Item)
 		}
 	}
@@ -409,15 +410,6 @@ func docPlugins(doc *state.Document) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func newID() string {
