@@ -10,8 +10,12 @@ import (
 	_ "github.com/op-dbus/op-dbus/plugins/dbus"
 	_ "github.com/op-dbus/op-dbus/plugins/hostname"
 	_ "github.com/op-dbus/op-dbus/plugins/locale"
+	_ "github.com/op-dbus/op-dbus/plugins/network"
+	_ "github.com/op-dbus/op-dbus/plugins/networkmanager"
+	_ "github.com/op-dbus/op-dbus/plugins/ovs"
 	_ "github.com/op-dbus/op-dbus/plugins/systemd"
 	_ "github.com/op-dbus/op-dbus/plugins/timedate"
+	_ "github.com/op-dbus/op-dbus/plugins/wireguard"
 )
 
 func main() {

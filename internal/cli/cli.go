@@ -48,6 +48,7 @@ func exitCode(code int) error { return &exitError{code: code} }
 type globals struct {
 	stateDir string
 	user     bool
+	ovsdb    string
 	output   string
 	timeout  time.Duration
 	noColor  bool
@@ -124,6 +125,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", "/var/lib/op-dbus", "directory for everything op-dbus writes: lock, journal, snapshots, audit log")
 	pf.BoolVar(&g.user, "user", false, "manage the user's service manager on the session bus (like systemctl --user)")
+	pf.StringVar(&g.ovsdb, "ovsdb", "unix:/var/run/openvswitch/db.sock", "ovsdb-server address for the ovs plugin: unix:PATH or tcp:HOST:PORT")
 	pf.StringVarP(&g.output, "output", "o", "", "output format: text, json or yaml (query defaults to json)")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Minute, "give up on the whole command after this long")
 	pf.BoolVar(&g.noColor, "no-color", false, "never color the output (NO_COLOR is honored too)")
@@ -175,7 +177,7 @@ func (g *globals) context() (context.Context, context.CancelFunc) {
 
 // engine builds every registered plugin for these options.
 func (g *globals) engine() (*engine.Engine, func()) {
-	ps := plugin.New(plugin.Options{User: g.user, StateDir: g.stateDir})
+	ps := plugin.New(plugin.Options{User: g.user, StateDir: g.stateDir, OVSDB: g.ovsdb})
 	e := engine.New(ps)
 	return e, func() {
 		for _, p := range ps {

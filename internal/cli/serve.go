@@ -113,7 +113,7 @@ func runServe(g *globals, f *serveFlags) error {
 		// The API reads state from a short-lived cache that every change
 		// signal the daemon receives invalidates: exact for what it
 		// watches, at most a second old for the rest.
-		svc = control.New(control.Options{StateDir: g.stateDir, User: g.user, Source: "api", QueryCacheTTL: time.Second})
+		svc = control.New(control.Options{StateDir: g.stateDir, User: g.user, OVSDB: g.ovsdb, Source: "api", QueryCacheTTL: time.Second})
 		defer svc.Close()
 		opts.Metrics = invalidating{metrics, svc}
 	}

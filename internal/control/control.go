@@ -34,6 +34,8 @@ type Options struct {
 	StateDir string
 	// User points the systemd plugin at the session bus.
 	User bool
+	// OVSDB is the ovsdb-server address for the ovs plugin (see plugin.Options).
+	OVSDB string
 	// Source is recorded in the audit log: "mcp", "api", "dbus".
 	Source string
 	// QueryCacheTTL, when set, serves Query from results at most this old.
@@ -78,7 +80,7 @@ func New(opts Options) *Service {
 	if opts.Source == "" {
 		opts.Source = "api"
 	}
-	ps := plugin.New(plugin.Options{User: opts.User, StateDir: opts.StateDir})
+	ps := plugin.New(plugin.Options{User: opts.User, StateDir: opts.StateDir, OVSDB: opts.OVSDB})
 	return &Service{opts: opts, plugins: ps, engine: engine.New(ps), plans: map[string]*storedPlan{}, cache: map[string]*cachedQuery{}}
 }
 

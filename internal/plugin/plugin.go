@@ -127,6 +127,9 @@ type Options struct {
 	User bool
 	// StateDir is where op-dbus keeps its files.
 	StateDir string
+	// OVSDB is the ovsdb-server address for the ovs plugin
+	// ("unix:/var/run/openvswitch/db.sock" when empty).
+	OVSDB string
 }
 
 var (
