@@ -158,7 +158,34 @@ func (e *Engine) verifyOnce(ctx context.Context, desired map[string]any) Verific
 	if err != nil {
 		return Verification{Error: err.Error()}
 	}
-	return Verification{OK: len(ops) == 0, Mismatches: mismatches(ops)}
+	if len(ops) > 0 {
+		return Verification{Mismatches: mismatches(ops)}
+	}
+	return e.probe(ctx, names, desired)
+}
+
+// probe runs the declared probes of plugins that have them (plugin.Prober)
+// once every field matches.
+func (e *Engine) probe(ctx context.Context, names []string, desired map[string]any) Verification {
+	var ms []Mismatch
+	for _, n := range names {
+		p, ok := e.plugins[n]
+		if !ok {
+			continue
+		}
+		pr, ok := p.(plugin.Prober)
+		if !ok {
+			continue
+		}
+		failed, err := pr.Probe(ctx, desired[n])
+		if err != nil {
+			return Verification{Error: (&PluginError{n, fmt.Errorf("probe: %w", err)}).Error()}
+		}
+		for _, c := range failed {
+			ms = append(ms, Mismatch{Plugin: n, Item: "probes", Path: c.Path, Desired: c.Desired, Current: c.Current})
+		}
+	}
+	return Verification{OK: len(ms) == 0, Mismatches: ms}
 }
 
 // Mismatches turns the ops a verification plan still wants into fields.

@@ -265,3 +265,43 @@ func TestCancelledApplyStillRollsBack(t *testing.T) {
 		t.Fatalf("values after rollback %v", a.values)
 	}
 }
+
+// probingMem fails its probe while key "link" has value "broken", the way a
+// network plugin's ping fails after a wrong address.
+type probingMem struct{ *memPlugin }
+
+func (p probingMem) Probe(context.Context, any) ([]plugin.Change, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.values["link"] == "broken" {
+		return []plugin.Change{{Path: "probes[0] ping 10.0.0.2", Desired: "reply", Current: "no reply"}}, nil
+	}
+	return nil, nil
+}
+
+func TestFailedProbeFailsVerificationAndRollsBack(t *testing.T) {
+	a := probingMem{newMem("a", map[string]string{"link": "ok"})}
+	e := New([]plugin.Plugin{a})
+	e.VerifyDelay = time.Millisecond
+	d := doc(map[string]map[string]string{"a": {"link": "broken"}})
+	plan, _ := e.Plan(context.Background(), d)
+	res := e.Apply(context.Background(), d, plan)
+	if res.Success {
+		t.Fatal("apply succeeded though the probe failed")
+	}
+	if len(res.Verify.Mismatches) != 1 || res.Verify.Mismatches[0].Item != "probes" || res.Verify.Mismatches[0].Current != "no reply" {
+		t.Fatalf("mismatches %+v", res.Verify.Mismatches)
+	}
+	if res.Rollback == nil || !res.Rollback.Verify.OK {
+		t.Fatalf("rollback %+v", res.Rollback)
+	}
+	if got := a.values["link"]; got != "ok" {
+		t.Fatalf("after rollback link = %q, want ok", got)
+	}
+	// Fields match and the probe passes: success.
+	d = doc(map[string]map[string]string{"a": {"link": "fine"}})
+	plan, _ = e.Plan(context.Background(), d)
+	if res := e.Apply(context.Background(), d, plan); !res.Success {
+		t.Fatalf("apply with a passing probe failed: %v", res.Err)
+	}
+}

@@ -57,6 +57,17 @@ type Scoped interface {
 	QueryFor(ctx context.Context, desired any) (any, error)
 }
 
+// Prober is implemented by plugins whose state can declare checks beyond
+// its fields, such as "10.99.0.2 answers ping" after addresses change: a
+// host can match every declared field and still be cut off. Verification
+// runs Probe after the fields match; each failed probe is a Change (Path
+// names the probe, Desired what it expected, Current what it saw) and fails
+// the verification, so the transaction rolls back. Probe returns an error
+// only when it could not run the probes at all.
+type Prober interface {
+	Probe(ctx context.Context, desired any) ([]Change, error)
+}
+
 // Closer is implemented by plugins that hold connections.
 type Closer interface {
 	Close() error
