@@ -138,6 +138,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		newNixosCmd(g),
 		newServeCmd(g),
 		newMcpCmd(g),
+		newCheckCmd(g),
 	)
 	// The first command that reads or changes host state after a crash
 	// finishes the interrupted transaction.
