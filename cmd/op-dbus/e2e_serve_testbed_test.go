@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,6 +78,9 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // startServe runs op-dbus serve -o json and waits for its "ready" event.
 func startServe(t testing.TB, env []string, args ...string) *served {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dbus") }) {
+		args = append(args, "--dbus=none") // never the host's system bus
+	}
 	cmd := exec.Command(binary, append([]string{"-o", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	s := &served{cmd: cmd, events: make(chan daemonEvent, 1024), exited: make(chan struct{})}

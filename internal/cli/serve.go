@@ -9,11 +9,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/op-dbus/op-dbus/internal/api"
 	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/daemon"
+	"github.com/op-dbus/op-dbus/internal/dbusservice"
+	"github.com/op-dbus/op-dbus/internal/dbusx"
 )
 
 type serveFlags struct {
@@ -31,6 +34,7 @@ type serveFlags struct {
 	apiKey        string
 	confirmWithin time.Duration
 	maxBody       int64
+	dbusBus       string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -58,7 +62,13 @@ kept. Under systemd (Type=notify) it sends READY=1 and WATCHDOG=1.
 With -o json, every event is also one JSON object per line on stdout:
   {"event":"drift","plugin":"systemd","items":1,"latency_ms":3.1,...}
 
-The HTTP API is served on --api-socket (and --api-listen with a token).`,
+The HTTP API is served on --api-socket (and --api-listen with a token).
+
+On D-Bus (--dbus, the system bus by default) the daemon owns org.opdbus1:
+methods Query, Plan and Apply (a plan hash from Plan, refused when stale),
+properties Mode and DriftCount, signals StateChanged, DriftDetected and
+Applied. dist/org.opdbus1.conf is the bus policy (only root may Apply). When
+the bus restarts, the daemon reconnects by itself.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			return g.recoverInterrupted()
@@ -78,6 +88,7 @@ The HTTP API is served on --api-socket (and --api-listen with a token).`,
 	fl.StringVar(&f.apiCert, "api-tls-cert", "", "TLS certificate for the TCP API")
 	fl.StringVar(&f.apiKey, "api-tls-key", "", "TLS key for the TCP API")
 	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "API applies wait this long for `op-dbus commit` before rolling back (0: no confirmation)")
+	fl.StringVar(&f.dbusBus, "dbus", "system", "own org.opdbus1 on this bus: system, session, a D-Bus address, or none")
 	fl.Int64Var(&f.maxBody, "max-body", 0, "API request body limit in bytes (0: the API's default)")
 	return c
 }
@@ -106,16 +117,36 @@ func runServe(g *globals, f *serveFlags) error {
 		opts.Events = g.stdout
 	}
 	apiOn := f.apiSocket != "" || f.apiListen != ""
+	dbusOn := f.dbusBus != "none" && f.dbusBus != ""
 	var metrics *api.Metrics
 	var svc *control.Service
-	if apiOn {
-		metrics = api.NewMetrics(nil)
-		// The API reads state from a short-lived cache that every change
-		// signal the daemon receives invalidates: exact for what it
-		// watches, at most a second old for the rest.
+	var sinks fanout
+	if apiOn || dbusOn {
+		// The API and the D-Bus service read state from a short-lived
+		// cache that every change signal the daemon receives
+		// invalidates: exact for what it watches, at most a second old
+		// for the rest.
 		svc = control.New(control.Options{StateDir: g.stateDir, User: g.user, OVSDB: g.ovsdb, Source: "api", QueryCacheTTL: time.Second})
 		defer svc.Close()
-		opts.Metrics = invalidating{metrics, svc}
+		sinks = append(sinks, invalidator{svc})
+	}
+	if apiOn {
+		metrics = api.NewMetrics(nil)
+		sinks = append(sinks, metrics)
+	}
+	if dbusOn {
+		bus := dbusx.Bus(f.dbusBus)
+		if _, err := bus.Address(); err != nil {
+			return &exitError{ExitError, fmt.Errorf("--dbus: %w", err)}
+		}
+		kctx, kcancel := context.WithCancel(ctx)
+		defer kcancel()
+		k := dbusservice.Keep(kctx, func(ctx context.Context) (*dbus.Conn, error) { return dbusx.Open(ctx, bus) },
+			svc, dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: opts.Log})
+		sinks = append(sinks, dbusSink{k})
+	}
+	if len(sinks) > 0 {
+		opts.Metrics = sinks
 	}
 	d, err := daemon.New(e, opts)
 	if err != nil {
@@ -175,14 +206,41 @@ func (s driftStatus) Status() api.DriftStatus {
 	return api.DriftStatus{Mode: st.Mode, Items: st.Items, LastCheck: st.LastCheck}
 }
 
-// invalidating passes the daemon's metrics on, and drops the API's cached
-// state of a plugin whenever the daemon hears that it changed.
-type invalidating struct {
-	*api.Metrics
-	svc *control.Service
+// fanout passes the daemon's events to every sink.
+type fanout []daemon.Metrics
+
+func (f fanout) SetDrift(plugin string, n int) {
+	for _, m := range f {
+		m.SetDrift(plugin, n)
+	}
 }
 
-func (m invalidating) Event(source string) {
-	m.svc.Invalidate(source)
-	m.Metrics.Event(source)
+func (f fanout) Event(source string) {
+	for _, m := range f {
+		m.Event(source)
+	}
+}
+
+func (f fanout) Applied(result, source string, d time.Duration) {
+	for _, m := range f {
+		m.Applied(result, source, d)
+	}
+}
+
+// invalidator drops the cached state of a plugin whenever the daemon hears
+// that it changed.
+type invalidator struct{ svc *control.Service }
+
+func (m invalidator) Event(source string)                 { m.svc.Invalidate(source) }
+func (invalidator) SetDrift(string, int)                  {}
+func (invalidator) Applied(string, string, time.Duration) {}
+
+// dbusSink turns the daemon's events into org.opdbus1 signals. Corrections
+// have no plan hash: Applied carries "".
+type dbusSink struct{ k *dbusservice.Keeper }
+
+func (s dbusSink) Event(source string)           { s.k.StateChanged(source) }
+func (s dbusSink) SetDrift(plugin string, n int) { s.k.SetDrift(plugin, n) }
+func (s dbusSink) Applied(result, source string, _ time.Duration) {
+	s.k.Applied("", result == "success", source)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -32,10 +33,12 @@ type Bus struct {
 	Address string   // "unix:path=Dir/bus", for dbus.Connect or busctl --address
 	Env     []string // os.Environ() with DBUS_SESSION_BUS_ADDRESS=Address
 
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{} // closed when dbus-daemon has been reaped
-	waitErr error         // valid after done is closed
+	cmd      *exec.Cmd
+	logPath  string
+	system   bool
+	policies []string
+	done     chan struct{} // closed when dbus-daemon has been reaped
+	waitErr  error         // valid after done is closed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -44,6 +47,20 @@ type Bus struct {
 // StartBus starts dbus-daemon in dir, an existing directory, and returns
 // once it answers Hello on Address, or fails after 20s.
 func StartBus(ctx context.Context, dir string) (*Bus, error) {
+	return startBus(ctx, dir, false, nil)
+}
+
+// StartSystemBus starts a bus like StartBus but with the system bus's
+// default policy (Debian's system.conf: nobody may own names or send method
+// calls unless a policy allows it) plus the given policy files, as
+// /usr/share/dbus-1/system.d would add them. Dir is made world-searchable
+// so unprivileged clients (setpriv) can reach the socket. Env sets
+// DBUS_SYSTEM_BUS_ADDRESS.
+func StartSystemBus(ctx context.Context, dir string, policies ...string) (*Bus, error) {
+	return startBus(ctx, dir, true, policies)
+}
+
+func startBus(ctx context.Context, dir string, system bool, policies []string) (*Bus, error) {
 	daemon, err := needProgram("dbus-daemon", "dbus")
 	if err != nil {
 		return nil, err
@@ -58,10 +75,23 @@ func StartBus(ctx context.Context, dir string) (*Bus, error) {
 		Address: "unix:path=" + sock,
 		logPath: filepath.Join(dir, "bus.log"),
 		done:    make(chan struct{}),
+		system:  system, policies: policies,
 	}
 	b.Env = bedEnv("DBUS_SESSION_BUS_ADDRESS=" + b.Address)
+	text := sessionBusConf(sock)
+	if system {
+		b.Env = bedEnv("DBUS_SYSTEM_BUS_ADDRESS=" + b.Address)
+		text, err = policyBusConf(sock, policies)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	_ = os.Remove(sock) // a restart on the same Dir after a kill
 	conf := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(conf, []byte(sessionBusConf(sock)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
 	logf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -133,16 +163,41 @@ func (b *Bus) logTail() string {
 	return (&nsProc{logPath: b.logPath}).logTail()
 }
 
+// NewSystemBus starts a StartSystemBus bus for t, like NewBus.
+func NewSystemBus(t testing.TB, policies ...string) *Bus {
+	t.Helper()
+	return newBus(t, func(ctx context.Context, dir string) (*Bus, error) { return StartSystemBus(ctx, dir, policies...) })
+}
+
+// Restart kills the bus by PID and starts a new one on the same socket,
+// as when the system bus restarts under a running daemon. The caller
+// closes the new Bus (b's registered Close is then a no-op).
+func (b *Bus) Restart(ctx context.Context) (*Bus, error) {
+	if err := b.Close(); err != nil {
+		return nil, err
+	}
+	nb, err := startBus(ctx, b.Dir, b.system, b.policies)
+	if err != nil {
+		return nil, err
+	}
+	return nb, nil
+}
+
 // NewBus starts a Bus in a new temp dir for t and registers its Close (then
 // the dir's removal) with t.Cleanup. If the bus cannot be started, the test
 // fails when CI=true and is skipped otherwise, naming the Debian package to
 // install.
 func NewBus(t testing.TB) *Bus {
 	t.Helper()
+	return newBus(t, StartBus)
+}
+
+func newBus(t testing.TB, start func(context.Context, string) (*Bus, error)) *Bus {
+	t.Helper()
 	dir := bedTempDir(t, "tb-bus-")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := StartBus(ctx, dir)
+	b, err := start(ctx, dir)
 	if err != nil {
 		var me *MissingError
 		switch {
@@ -185,6 +240,46 @@ func (b *Bus) PID() int { return b.cmd.Process.Pid }
 // combined output; the error includes it.
 func (b *Bus) Busctl(ctx context.Context, args ...string) (string, error) {
 	return runOutput(ctx, b.Env, "busctl", append([]string{"--address=" + b.Address}, args...)...)
+}
+
+// policyBusConf is the default policy of Debian's system.conf, listening on
+// sock, with the policy files included.
+func policyBusConf(sock string, policies []string) (string, error) {
+	var inc strings.Builder
+	for _, p := range policies {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", fmt.Errorf("bus policy file: %w", err)
+		}
+		inc.WriteString("  <include>" + xmlEscape(abs) + "</include>\n")
+	}
+	return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=` + xmlEscape(sock) + `</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+` + inc.String() + `</busconfig>
+`, nil
 }
 
 // sessionBusConf is Debian's session.conf without service directories or

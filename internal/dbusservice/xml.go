@@ -1,0 +1,5 @@
+package dbusservice
+
+import "encoding/xml"
+
+func xmlUnmarshal(s string, v any) error { return xml.Unmarshal([]byte(s), v) }
