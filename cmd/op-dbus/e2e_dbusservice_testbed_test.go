@@ -95,7 +95,7 @@ func TestTestbedServeDBusService(t *testing.T) {
 		ch, ok := sg.Body[1].(map[string]dbus.Variant)
 		return ok && ch["DriftCount"].Value() == uint32(0)
 	})
-	if kinds := auditKinds(t, env, dir+"/state"); !serveHas(kinds, "apply/") {
+	if kinds := auditKinds(t, env, dir+"/state"); !serveHas(kinds, "apply/dbus/success") {
 		t.Errorf("D-Bus apply not in the audit log: %v", kinds)
 	}
 }

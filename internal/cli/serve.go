@@ -121,16 +121,19 @@ func runServe(g *globals, f *serveFlags) error {
 	var metrics *api.Metrics
 	var svc *control.Service
 	var sinks fanout
-	if apiOn || dbusOn {
-		// The API and the D-Bus service read state from a short-lived
-		// cache that every change signal the daemon receives
-		// invalidates: exact for what it watches, at most a second old
-		// for the rest.
-		svc = control.New(control.Options{StateDir: g.stateDir, User: g.user, OVSDB: g.ovsdb, Source: "api", QueryCacheTTL: time.Second})
-		defer svc.Close()
-		sinks = append(sinks, invalidator{svc})
+	// The API and the D-Bus service each have their own control.Service
+	// (plans are applied where they were made; the audit log records the
+	// source) reading state from a short-lived cache that every change
+	// signal the daemon receives invalidates: exact for what it watches,
+	// at most a second old for the rest.
+	newSvc := func(source string) *control.Service {
+		s := control.New(control.Options{StateDir: g.stateDir, User: g.user, OVSDB: g.ovsdb, Source: source, QueryCacheTTL: time.Second})
+		sinks = append(sinks, invalidator{s})
+		return s
 	}
 	if apiOn {
+		svc = newSvc("api")
+		defer svc.Close()
 		metrics = api.NewMetrics(nil)
 		sinks = append(sinks, metrics)
 	}
@@ -141,8 +144,10 @@ func runServe(g *globals, f *serveFlags) error {
 		}
 		kctx, kcancel := context.WithCancel(ctx)
 		defer kcancel()
+		dsvc := newSvc("dbus")
+		defer dsvc.Close()
 		k := dbusservice.Keep(kctx, func(ctx context.Context) (*dbus.Conn, error) { return dbusx.Open(ctx, bus) },
-			svc, dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: opts.Log})
+			dsvc, dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: opts.Log})
 		sinks = append(sinks, dbusSink{k})
 	}
 	if len(sinks) > 0 {
