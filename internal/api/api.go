@@ -48,7 +48,13 @@ type Options struct {
 	MaxBody       int64         // request body limit, default 1 MiB
 	ConfirmWithin time.Duration // used by POST /v1/apply when the body doesn't say; 0 = none
 	StateDir      string        // for the audit log
+	// MCP, when set, is served at /mcp (MCP's streamable HTTP transport),
+	// behind the same listeners and bearer token as the rest of the API.
+	MCP http.Handler
 }
+
+// MCPPath is where Options.MCP is mounted.
+const MCPPath = "/mcp"
 
 // DefaultMaxBody is the request body limit when Options.MaxBody is 0.
 const DefaultMaxBody = 1 << 20
@@ -135,6 +141,9 @@ func NewHandler(svc *control.Service, opts Options) http.Handler {
 			h.fail(w, r, http.StatusMethodNotAllowed, "method_not_allowed",
 				fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, p, strings.Join(allow, ", ")), nil)
 		})
+	}
+	if opts.MCP != nil {
+		h.mux.Handle(MCPPath, opts.MCP)
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s (see /v1/openapi.json)", r.URL.Path), nil)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
 	"github.com/op-dbus/op-dbus/internal/api"
@@ -17,6 +19,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/daemon"
 	"github.com/op-dbus/op-dbus/internal/dbusservice"
 	"github.com/op-dbus/op-dbus/internal/dbusx"
+	"github.com/op-dbus/op-dbus/internal/mcpserver"
 )
 
 type serveFlags struct {
@@ -35,6 +38,8 @@ type serveFlags struct {
 	confirmWithin time.Duration
 	maxBody       int64
 	dbusBus       string
+	mcp           bool
+	mcpAllowApply bool
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -63,6 +68,9 @@ With -o json, every event is also one JSON object per line on stdout:
   {"event":"drift","plugin":"systemd","items":1,"latency_ms":3.1,...}
 
 The HTTP API is served on --api-socket (and --api-listen with a token).
+With --mcp the same listeners serve MCP over streamable HTTP at /mcp, under
+the same token: read-only unless --mcp-allow-apply, and then every apply
+waits for "op-dbus commit" (the confirm timer lives in the daemon).
 
 On D-Bus (--dbus, the system bus by default) the daemon owns org.opdbus1:
 methods Query, Plan and Apply (a plan hash from Plan, refused when stale),
@@ -89,6 +97,8 @@ the bus restarts, the daemon reconnects by itself.`,
 	fl.StringVar(&f.apiKey, "api-tls-key", "", "TLS key for the TCP API")
 	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "API applies wait this long for `op-dbus commit` before rolling back (0: no confirmation)")
 	fl.StringVar(&f.dbusBus, "dbus", "system", "own org.opdbus1 on this bus: system, session, a D-Bus address, or none")
+	fl.BoolVar(&f.mcp, "mcp", false, "also serve MCP (streamable HTTP) at /mcp on the API's listeners, under the same token")
+	fl.BoolVar(&f.mcpAllowApply, "mcp-allow-apply", false, "let MCP clients apply plans they made (always under the confirm timer, --confirm-within or 5m)")
 	fl.Int64Var(&f.maxBody, "max-body", 0, "API request body limit in bytes (0: the API's default)")
 	return c
 }
@@ -131,11 +141,19 @@ func runServe(g *globals, f *serveFlags) error {
 		sinks = append(sinks, invalidator{s})
 		return s
 	}
+	if (f.mcp || f.mcpAllowApply) && !apiOn {
+		return &exitError{ExitError, errors.New("--mcp serves MCP on the API's listeners: give --api-socket (and/or --api-listen with --api-token-file) too")}
+	}
+	var mcpSvc *control.Service
 	if apiOn {
 		svc = newSvc("api")
 		defer svc.Close()
 		metrics = api.NewMetrics(nil)
 		sinks = append(sinks, metrics)
+		if f.mcp {
+			mcpSvc = newSvc("mcp")
+			defer mcpSvc.Close()
+		}
 	}
 	if dbusOn {
 		bus := dbusx.Bus(f.dbusBus)
@@ -176,8 +194,14 @@ func runServe(g *globals, f *serveFlags) error {
 
 	apiErr := make(chan error, 1)
 	if apiOn {
-		h := api.NewHandler(svc, api.Options{Drift: driftStatus{d}, Metrics: metrics, MaxBody: f.maxBody,
-			ConfirmWithin: f.confirmWithin, StateDir: g.stateDir})
+		aopts := api.Options{Drift: driftStatus{d}, Metrics: metrics, MaxBody: f.maxBody,
+			ConfirmWithin: f.confirmWithin, StateDir: g.stateDir}
+		if f.mcp {
+			msrv := mcpserver.New(mcpSvc, mcpserver.Options{AllowApply: f.mcpAllowApply, ConfirmWithin: f.confirmWithin, Version: Version})
+			aopts.MCP = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return msrv.MCP() },
+				&mcp.StreamableHTTPOptions{SessionTimeout: 30 * time.Minute, MaxRequestBodyBytes: api.DefaultMaxBody})
+		}
+		h := api.NewHandler(svc, aopts)
 		lo := api.ListenOptions{Socket: f.apiSocket, Mode: os.FileMode(f.apiSocketMode), TCP: f.apiListen,
 			TokenFile: f.apiTokenFile, CertFile: f.apiCert, KeyFile: f.apiKey}
 		go func() {
