@@ -118,8 +118,11 @@ func StartIdentity(ctx context.Context, dir string) (*Identity, error) {
 	line("mkdir -p /run/systemd") // hostnamed keeps default-hostname there
 	line("unset LIBMOUNT_UTAB")
 	line("set +e")
-	line(shq(setpriv) + " --inh-caps=-sys_time --bounding-set=-sys_time -- " + shq(dbusDaemon) +
-		" --config-file=" + shq(conf) + " --nofork --nopidfile --nosyslog &")
+	// The bus is restarted whenever it exits, so RestartBus can kill it
+	// as a system bus restart would; the 0.2s pause keeps a bus that dies
+	// at once from spinning.
+	line("while :; do " + shq(setpriv) + " --inh-caps=-sys_time --bounding-set=-sys_time -- " + shq(dbusDaemon) +
+		" --config-file=" + shq(conf) + " --nofork --nopidfile --nosyslog; sleep 0.2; done &")
 	line("wait")
 
 	// The daemons inherit dbus-daemon's environment: they must find this
@@ -176,6 +179,20 @@ func xmlEscape(s string) string {
 // with them; files in Dir are left to the caller.
 func (i *Identity) Close() error {
 	return i.proc.close()
+}
+
+// RestartBus kills the bed's dbus-daemon, as a restart of the system bus
+// would, and returns once a new one answers. Every client loses its
+// connection; hostnamed, timedated and localed exit with it and are
+// activated again by the next call.
+func (i *Identity) RestartBus(ctx context.Context) error {
+	if out, err := i.Exec(ctx, "pkill", "-KILL", "-x", "dbus-daemon"); err != nil {
+		return fmt.Errorf("kill the bed's dbus-daemon: %w (%s)", err, out)
+	}
+	return i.proc.waitReady(ctx, 20*time.Second, "restarted bus", func(ctx context.Context) error {
+		_, err := i.Busctl(ctx, "--timeout=5", "get-property", identityDaemons[0].name, identityDaemons[0].path, identityDaemons[0].name, identityDaemons[0].prop)
+		return err
+	})
 }
 
 // Exec runs argv inside the bed's namespaces (PID, mount, UTS, network):
