@@ -3,12 +3,16 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/op-dbus/op-dbus/internal/dbusx"
+	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/state"
 )
 
@@ -46,15 +50,23 @@ func (d *Daemon) startWatchers(ctx context.Context, doc *state.Document) {
 	}
 	for _, n := range sortedKeys(doc.Plugins) {
 		w := d.watcherFor(n, doc.Plugins[n])
+		var pw plugin.Watcher
 		if w == nil {
-			continue // no signal source: the periodic reconcile covers it
+			p, _ := d.eng.Plugin(n)
+			if pw, _ = p.(plugin.Watcher); pw == nil {
+				continue // no change source: the periodic reconcile covers it
+			}
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		d.watchers[n] = cancel
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			d.watch(wctx, w)
+			if w != nil {
+				d.watch(wctx, w)
+			} else {
+				d.watchPlugin(wctx, n, pw)
+			}
 		}()
 	}
 }
@@ -138,6 +150,44 @@ func (d *Daemon) watch(ctx context.Context, w *watcher) {
 			d.opts.Log("watch %s: lost the %s; reconnecting", w.plugin, w.bus)
 			reported = true
 		}
+	}
+}
+
+// watchPlugin runs a plugin's own Watch (OVSDB monitor, netlink groups,
+// NetworkManager signals) and calls it again with back-off when the source
+// is lost.
+func (d *Daemon) watchPlugin(ctx context.Context, name string, pw plugin.Watcher) {
+	backoff := 100 * time.Millisecond
+	var lost atomic.Bool
+	for ctx.Err() == nil {
+		started := time.Now()
+		var once sync.Once
+		err := pw.Watch(ctx, func() {
+			once.Do(func() {
+				if lost.Swap(false) {
+					d.opts.Log("watch %s: watching again", name)
+				}
+			})
+			d.Changed(name)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("watch ended")
+		}
+		if !lost.Swap(true) {
+			d.opts.Log("watch %s: %v; retrying", name, err)
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 100 * time.Millisecond // it had been working
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -68,6 +68,20 @@ type Prober interface {
 	Probe(ctx context.Context, desired any) ([]Change, error)
 }
 
+// Watcher is implemented by plugins whose source can tell of changes: an
+// OVSDB monitor, netlink multicast groups, a service's D-Bus signals. The
+// daemon uses it to re-query a plugin only when something changed.
+//
+// Watch blocks until ctx ends (then it returns nil) or the source is lost
+// (then it returns why). It calls changed after every change that may
+// concern the plugin's state; changed is cheap and never blocks. Watch
+// calls changed once as soon as it is subscribed, because changes made
+// before (or while the source was away) were not seen. The daemon calls
+// Watch again, with back-off, after an error.
+type Watcher interface {
+	Watch(ctx context.Context, changed func()) error
+}
+
 // Closer is implemented by plugins that hold connections.
 type Closer interface {
 	Close() error
