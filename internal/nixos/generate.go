@@ -84,6 +84,9 @@ func Generate(in Input) (Files, error) {
 	host, hostName := hostModule(&hs, &ts, &ls, r)
 	services := servicesModule(&ss, in, r)
 	network := networkModule(&ss, r)
+	if err := wireguardInto(network, plugins["wireguard"], r); err != nil {
+		return nil, err
+	}
 	for name, s := range map[string]*Set{"host.nix": host, "services.nix": services, "network.nix": network} {
 		b, err := module(s)
 		if err != nil {
@@ -217,8 +220,8 @@ func sortedUnits(ss *systemd.State) []string {
 }
 
 // networkModule is what exists of networking: only NetworkManager, from
-// the systemd state. No interface, bridge, route, OVS or WireGuard plugin
-// exists yet.
+// the systemd state (WireGuard is added by wireguardInto). No interface,
+// bridge, route or OVS plugin exists yet.
 func networkModule(ss *systemd.State, r *report) *Set {
 	s := &Set{}
 	nm := ss.Units["NetworkManager.service"]
@@ -226,11 +229,11 @@ func networkModule(ss *systemd.State, r *report) *Set {
 		s.Add("networking.networkmanager.enable", true, "NetworkManager.service is enabled or active on this host.")
 	}
 	s.Trailing = []string{
-		"Interfaces, bridges, routes, Open vSwitch and WireGuard are not captured:",
+		"Interfaces, bridges, routes and Open vSwitch are not captured:",
 		"op-dbus has no plugin for them yet. Add networking.interfaces,",
-		"networking.bridges, networking.vswitches and networking.wireguard by hand.",
+		"networking.bridges and networking.vswitches by hand.",
 	}
-	r.left("network interfaces, bridges, routes, OVS, WireGuard", "no op-dbus plugin reads them yet")
+	r.left("network interfaces, bridges, routes, OVS", "no op-dbus plugin reads them yet")
 	return s
 }
 

@@ -3,7 +3,7 @@
 {
   # NetworkManager.service is enabled or active on this host.
   networking.networkmanager.enable = true;
-  # Interfaces, bridges, routes, Open vSwitch and WireGuard are not captured:
+  # Interfaces, bridges, routes and Open vSwitch are not captured:
   # op-dbus has no plugin for them yet. Add networking.interfaces,
-  # networking.bridges, networking.vswitches and networking.wireguard by hand.
+  # networking.bridges and networking.vswitches by hand.
 }
