@@ -79,24 +79,8 @@ func StartOVS(ctx context.Context, dir string, opts ...OVSOption) (*OVS, error) 
 	o := &OVS{NetNS: n, Dir: dir, DBAddress: "unix:" + filepath.Join(dir, "db.sock"), Vswitchd: !cfg.dbOnly}
 	fail := func(err error) (*OVS, error) { return nil, errors.Join(err, n.Close()) }
 
-	if _, err := n.Start("ovsdb-server", nil, "ovsdb-server", db,
-		"--remote=punix:"+filepath.Join(dir, "db.sock"),
-		"--unixctl="+filepath.Join(dir, "ovsdb-server.ctl"),
-		"--log-file="+filepath.Join(dir, "ovsdb-server.vlog"),
-		"--pidfile="+filepath.Join(dir, "ovsdb-server.pid")); err != nil {
+	if err := o.startDB(ctx); err != nil {
 		return fail(err)
-	}
-	// Ready when the socket answers a transaction: init creates the
-	// Open_vSwitch row (idempotent, so it can be retried).
-	err = n.proc.waitReady(ctx, 20*time.Second, "ovsdb-server", func(ctx context.Context) error {
-		if _, err := os.Stat(filepath.Join(dir, "db.sock")); err != nil {
-			return err
-		}
-		_, err := n.Exec(ctx, "ovs-vsctl", "--db="+o.DBAddress, "--no-wait", "--timeout=5", "init")
-		return err
-	})
-	if err != nil {
-		return fail(fmt.Errorf("%w\novsdb-server log:\n%s", err, n.Log("ovsdb-server")))
 	}
 	if cfg.dbOnly {
 		return o, nil
@@ -127,6 +111,57 @@ func StartOVS(ctx context.Context, dir string, opts ...OVSOption) (*OVS, error) 
 		return fail(fmt.Errorf("%w\novs-vswitchd log:\n%s", err, n.Log("ovs-vswitchd")))
 	}
 	return o, nil
+}
+
+// startDB starts ovsdb-server on Dir/conf.db and waits until it answers.
+func (o *OVS) startDB(ctx context.Context) error {
+	n, dir := o.NetNS, o.Dir
+	if _, err := n.Start("ovsdb-server", nil, "ovsdb-server", filepath.Join(dir, "conf.db"),
+		"--remote=punix:"+filepath.Join(dir, "db.sock"),
+		"--unixctl="+filepath.Join(dir, "ovsdb-server.ctl"),
+		"--log-file="+filepath.Join(dir, "ovsdb-server.vlog"),
+		"--pidfile="+filepath.Join(dir, "ovsdb-server.pid")); err != nil {
+		return err
+	}
+	// Ready when the socket answers a transaction: init creates the
+	// Open_vSwitch row (idempotent, so it can be retried).
+	err := n.proc.waitReady(ctx, 20*time.Second, "ovsdb-server", func(ctx context.Context) error {
+		if _, err := os.Stat(filepath.Join(dir, "db.sock")); err != nil {
+			return err
+		}
+		_, err := n.Exec(ctx, "ovs-vsctl", "--db="+o.DBAddress, "--no-wait", "--timeout=5", "init")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w\novsdb-server log:\n%s", err, n.Log("ovsdb-server"))
+	}
+	return nil
+}
+
+// RestartDB kills ovsdb-server (SIGKILL, by the PID in its pidfile, inside
+// the bed) and starts it again on the same database and socket, as when
+// the openvswitch-switch service restarts under its clients.
+func (o *OVS) RestartDB(ctx context.Context) error {
+	b, err := os.ReadFile(filepath.Join(o.Dir, "ovsdb-server.pid"))
+	if err != nil {
+		return fmt.Errorf("ovsdb-server pidfile: %w", err)
+	}
+	pid := strings.TrimSpace(string(b))
+	if out, err := o.NetNS.Exec(ctx, "kill", "-KILL", pid); err != nil {
+		return fmt.Errorf("kill ovsdb-server %s: %w (%s)", pid, err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := o.NetNS.Exec(ctx, "kill", "-0", pid); err != nil {
+			break // gone
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ovsdb-server %s still running 10s after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = os.Remove(filepath.Join(o.Dir, "db.sock"))
+	_ = os.Remove(filepath.Join(o.Dir, "ovsdb-server.pid"))
+	return o.startDB(ctx)
 }
 
 // NewOVS starts an OVS bed in a new temp dir for t and registers its Close
