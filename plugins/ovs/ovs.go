@@ -371,8 +371,13 @@ func (p *Plugin) Observe(ctx context.Context) ([]netcheck.Observation, error) {
 				if ir.Name == bn && ir.Type == "internal" {
 					o.Master = ""
 				}
+				// A row whose device vswitchd cannot open still says the
+				// interface should be there: check network shows that
+				// against the kernel's "missing". Its other columns are
+				// stale or empty then, so they are not offered.
 				if (ir.OFPort != nil && *ir.OFPort == -1) || (ir.Error != nil && *ir.Error != "") {
-					o.Exists = false
+					out = append(out, o)
+					continue
 				}
 				if ir.MTU != nil {
 					o.MTU = *ir.MTU
