@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -29,9 +30,19 @@ func ovsctl(t *testing.T, o *testbed.OVS, args ...string) string {
 // devices ovs-vswitchd makes there).
 func runInBed(t *testing.T, n *testbed.NetNS, args ...string) result {
 	t.Helper()
+	return runInBedEnv(t, n, nil, args...)
+}
+
+// runInBedEnv is runInBed with extra environment variables.
+func runInBedEnv(t *testing.T, n *testbed.NetNS, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := n.Command(ctx, nil, append([]string{binary}, args...)...)
+	var full []string
+	if env != nil {
+		full = append(os.Environ(), env...)
+	}
+	cmd := n.Command(ctx, full, append([]string{binary}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
