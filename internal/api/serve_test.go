@@ -25,9 +25,19 @@ func serve(t *testing.T, h http.Handler, lo ListenOptions) func() error {
 	go func() { errc <- Serve(ctx, h, lo) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		// Serve opens the unix socket first, then the TCP port: wait
+		// for both.
 		c, err := net.Dial("unix", lo.Socket)
 		if err == nil {
 			c.Close()
+			if lo.TCP != "" {
+				var tc net.Conn
+				if tc, err = net.Dial("tcp", lo.TCP); err == nil {
+					tc.Close()
+				}
+			}
+		}
+		if err == nil {
 			break
 		}
 		select {
