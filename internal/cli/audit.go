@@ -135,7 +135,7 @@ every append. See docs/audit.md.`,
 			return g.withAudit(func(l *ledger.Log) error {
 				e, err := l.Get(n)
 				if err != nil {
-					return &exitError{ExitError, fmt.Errorf("audit entry %d: %w (the log has %d entries)", n, err, l.Size())}
+					return &exitError{ExitError, fmt.Errorf("audit show %d: %w (entries are numbered from 0)", n, err)}
 				}
 				f, _ := g.format("json")
 				if f == "text" {
