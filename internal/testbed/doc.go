@@ -1,7 +1,13 @@
 // Package testbed starts real daemons in isolation for tests and the demo:
-// a `systemd --user` manager with its session bus (UserManager), and
+// a `systemd --user` manager with its session bus (UserManager),
 // systemd-hostnamed, -timedated and -localed on a private system bus
-// (Identity). Nothing is faked, and nothing touches the host's hostname,
+// (Identity), plain private buses (Bus, StartSystemBus with the system
+// bus's default policy), empty network namespaces (NetNS), ovsdb-server and
+// userspace ovs-vswitchd in one (OVS), NetworkManager on a private bus in
+// its own network, mount and UTS namespaces (NetworkManager: no PID
+// namespace, because NetworkManager looks its callers' PIDs up in /proc),
+// and userspace WireGuard devices (wireguard-go as a library, by re-exec of
+// the test binary, in a NetNS). Nothing is faked, and nothing touches the host's hostname,
 // clock, network, /etc or services. It needs root and the Debian packages
 // in Packages.
 //

@@ -10,7 +10,7 @@ import (
 
 // Packages lists the Debian packages the beds need to start. SetTimezone
 // also needs tzdata, SetLocale of a locale not generated yet needs locales.
-const Packages = "dbus dbus-user-session systemd util-linux mount"
+const Packages = "dbus dbus-user-session systemd util-linux mount procps iproute2 openvswitch-switch network-manager"
 
 // NewUserManager starts a UserManager in a new temp dir for t and registers
 // its Close (then the dir's removal) with t.Cleanup. If the bed cannot be
