@@ -438,11 +438,6 @@ func (p *Plugin) startMonitor(ctx context.Context) error {
 			f()
 		}
 	}
-	cli.Cache().AddEventHandler(&cache.EventHandlerFuncs{
-		AddFunc:    func(string, model.Model) { notify() },
-		UpdateFunc: func(string, model.Model, model.Model) { notify() },
-		DeleteFunc: func(string, model.Model) { notify() },
-	})
 	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
 	m := cli.NewMonitor(
@@ -454,6 +449,14 @@ func (p *Plugin) startMonitor(ctx context.Context) error {
 	if _, err := cli.Monitor(cctx, m); err != nil {
 		return fmt.Errorf("monitor ovsdb-server at %s: %w", p.addr, err)
 	}
+	// Only once the monitor stands: a failed attempt (retried by the
+	// daemon) must not leave a handler behind. Rows that arrived before
+	// are covered by Watch's first changed().
+	cli.Cache().AddEventHandler(&cache.EventHandlerFuncs{
+		AddFunc:    func(string, model.Model) { notify() },
+		UpdateFunc: func(string, model.Model, model.Model) { notify() },
+		DeleteFunc: func(string, model.Model) { notify() },
+	})
 	p.watching = true
 	return nil
 }
