@@ -38,7 +38,8 @@ and write a NixOS configuration into DIR:
 
   flake.nix          one nixosConfigurations entry for this host
   host.nix           hostname, time zone, locale, console and X11 keymap
-  network.nix        NetworkManager (no network plugin exists yet)
+  network.nix        interfaces, bridges, routes, Open vSwitch, NetworkManager
+                     profiles and WireGuard (private keys only as file paths)
   services.nix       enabled units as NixOS options, or rebuilt definitions
                      of units under /etc/systemd/system, or listed with why not
   op-dbus-state.nix  the whole state as a Nix attribute set

@@ -83,7 +83,10 @@ func Generate(in Input) (Files, error) {
 
 	host, hostName := hostModule(&hs, &ts, &ls, r)
 	services := servicesModule(&ss, in, r)
-	network := networkModule(&ss, r)
+	network, err := networkModule(&ss, plugins, in, r)
+	if err != nil {
+		return nil, err
+	}
 	if err := wireguardInto(network, plugins["wireguard"], r); err != nil {
 		return nil, err
 	}
@@ -217,24 +220,6 @@ func sortedUnits(ss *systemd.State) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// networkModule is what exists of networking: only NetworkManager, from
-// the systemd state (WireGuard is added by wireguardInto). No interface,
-// bridge, route or OVS plugin exists yet.
-func networkModule(ss *systemd.State, r *report) *Set {
-	s := &Set{}
-	nm := ss.Units["NetworkManager.service"]
-	if enabled(nm) || nm != nil && nm.ActiveState == "active" {
-		s.Add("networking.networkmanager.enable", true, "NetworkManager.service is enabled or active on this host.")
-	}
-	s.Trailing = []string{
-		"Interfaces, bridges, routes and Open vSwitch are not captured:",
-		"op-dbus has no plugin for them yet. Add networking.interfaces,",
-		"networking.bridges and networking.vswitches by hand.",
-	}
-	r.left("network interfaces, bridges, routes, OVS", "no op-dbus plugin reads them yet")
-	return s
 }
 
 // servicesModule maps every enabled unit to a NixOS option, rebuilds the

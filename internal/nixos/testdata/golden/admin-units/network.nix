@@ -3,7 +3,9 @@
 {
   # NetworkManager.service is enabled or active on this host.
   networking.networkmanager.enable = true;
-  # Interfaces, bridges, routes and Open vSwitch are not captured:
-  # op-dbus has no plugin for them yet. Add networking.interfaces,
-  # networking.bridges and networking.vswitches by hand.
+  # Not in the state, so not configured here (see REPORT.md):
+  #   links, addresses, routes (network plugin)
+  #   NetworkManager profiles (networkmanager plugin)
+  #   Open vSwitch bridges (ovs plugin)
+  #   WireGuard (wireguard plugin)
 }
