@@ -1,0 +1,106 @@
+package mcpserver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/op-dbus/op-dbus/internal/search"
+	"github.com/op-dbus/op-dbus/internal/search/embed"
+)
+
+// SearchInput is a question.
+type SearchInput struct {
+	Query    string   `json:"query" jsonschema:"what to find, in plain words or a name in any spelling: \"set the time zone\", \"which units failed\", \"NTPSynchronized\""`
+	K        int      `json:"k,omitempty" jsonschema:"number of hits (default 10, at most 100)"`
+	Kinds    []string `json:"kinds,omitempty" jsonschema:"only these kinds: service, object, interface, method, signal, property, setting, unit, audit, ..."`
+	Ranking  string   `json:"ranking,omitempty" jsonschema:"combined (default), lexical or vector"`
+	Bus      string   `json:"bus,omitempty" jsonschema:"with services: system (default), session or a D-Bus address"`
+	Services []string `json:"services,omitempty" jsonschema:"also search these D-Bus services' objects, interfaces, methods, signals and properties (e.g. org.freedesktop.timedate1)"`
+}
+
+// SearchOutput is the ranked hits.
+type SearchOutput struct {
+	Results   []search.Result `json:"results"`
+	Documents int             `json:"documents" jsonschema:"documents searched"`
+}
+
+// searcher keeps one live index per server: plugin states and the audit
+// log always, D-Bus services once asked for. Re-reading is cheap: only
+// documents whose text changed are embedded again.
+type searcher struct {
+	s  *Server
+	mu sync.Mutex
+	ix *search.Index
+}
+
+func (s *Server) addSearchTool() {
+	sr := &searcher{s: s, ix: search.New(embed.NewBuiltin(0), nil, nil)}
+	addTool(s.mcp, &mcp.Tool{
+		Name:  "search",
+		Title: "Search the host by meaning",
+		Description: "Find D-Bus services, objects, interfaces, methods, signals and properties (with values), plugin state items " +
+			"(units, settings, peers, bridges) and audit log entries by a question. Each hit has a stable id and `open`, " +
+			"the op-dbus command that shows its source. Plugin states and the audit log are read live; D-Bus services are " +
+			"searched when named in services. Secret values are never indexed.",
+		Annotations: readOnly(),
+	}, sr.search)
+}
+
+func (sr *searcher) search(ctx context.Context, _ *mcp.CallToolRequest, in SearchInput) (*mcp.CallToolResult, *SearchOutput, error) {
+	if err := search.CheckQuery(in.Query); err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case in.K < 0:
+		return nil, nil, errors.New("k: negative")
+	case in.K == 0:
+		in.K = 10
+	case in.K > 100:
+		in.K = 100
+	}
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	sources := map[string][]search.Document{}
+	r, err := sr.s.svc.Query(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	for name, st := range r.Plugins {
+		docs, err := search.FromPluginState(name, st, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		sources[search.StateSource(name)] = docs
+	}
+	if es, err := sr.s.svc.AuditLog(time.Time{}, ""); err == nil {
+		sources[search.AuditSource] = search.FromAudit(es, "")
+	}
+	if len(in.Services) > 0 {
+		bus := in.Bus
+		if bus == "" {
+			bus = "system"
+		}
+		res, err := sr.s.svc.Introspect(ctx, bus, in.Services)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range res.Services {
+			sources[search.DBusSource(bus, res.Services[i].Name)] = search.ServiceDocuments(bus, &res.Services[i])
+		}
+	}
+	if _, err := sr.ix.Replace(ctx, sources, nil); err != nil {
+		return nil, nil, err
+	}
+	rs, err := sr.ix.Search(ctx, search.Query{Text: in.Query, K: in.K, Kinds: in.Kinds, Ranking: search.Ranking(in.Ranking)})
+	if err != nil {
+		return nil, nil, err
+	}
+	if rs == nil {
+		rs = []search.Result{}
+	}
+	return nil, &SearchOutput{Results: rs, Documents: sr.ix.Len()}, nil
+}
