@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/op-dbus/op-dbus/internal/testbed"
 )
@@ -118,6 +122,22 @@ func TestTestbedCheckNetwork(t *testing.T) {
 	if out := bedExec(t, n, "ip", "-j", "link", "show", "v2"); !strings.Contains(out, `"master":"lbr0"`) {
 		t.Errorf("ip -j link show v2: %s", out)
 	}
+	// MCP's check_network is the CLI's: same disagreements, same values.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mcmd := n.Command(ctx, append(os.Environ(), env...), binary, "--state-dir="+t.TempDir(), "--ovsdb", o.DBAddress, "mcp")
+	mc := mcp.NewClient(&mcp.Implementation{Name: "op-dbus-e2e", Version: "0.1"}, nil)
+	cs, err := mc.Connect(ctx, &mcp.CommandTransport{Command: mcmd}, nil)
+	if err != nil {
+		t.Fatalf("op-dbus mcp in the bed: %v", err)
+	}
+	defer cs.Close()
+	var mrep checkReport
+	mcpCall(t, cs, "check_network", map[string]any{}, &mrep)
+	if !reflect.DeepEqual(mrep.Disagreements, rep.Disagreements) {
+		t.Errorf("check_network over MCP:\n%+v\nCLI check network -o json:\n%+v", mrep.Disagreements, rep.Disagreements)
+	}
+
 	r, _ = check(false)
 	wantCode(t, r, 2, "check network (text)")
 	for _, want := range []string{"INTERFACE", "FIELD", "NETLINK", "OVSDB", "ghost0", "exists", "present", "missing", "v2", "master", "lbr0", "disagreement(s)"} {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -18,33 +17,6 @@ func newCheckCmd(g *globals) *cobra.Command {
 	}
 	c.AddCommand(newCheckNetworkCmd(g))
 	return c
-}
-
-// observer is implemented by the network plugins that can report per
-// interface facts for check network.
-type observer interface {
-	Observe(ctx context.Context) ([]netcheck.Observation, error)
-}
-
-// networkSources maps plugin names to the source they are in the check and
-// whether they list every interface of the namespace.
-var networkSources = []struct {
-	plugin, source string
-	complete       bool
-}{
-	{"network", "netlink", true},
-	{"networkmanager", "networkmanager", true},
-	{"ovs", "ovsdb", false},
-}
-
-type pluginSource struct {
-	name string
-	obs  observer
-}
-
-func (p pluginSource) Name() string { return p.name }
-func (p pluginSource) Observe(ctx context.Context) ([]netcheck.Observation, error) {
-	return p.obs.Observe(ctx)
 }
 
 func newCheckNetworkCmd(g *globals) *cobra.Command {
@@ -78,22 +50,7 @@ Exit codes: 0 all sources agree, 2 some disagree, 1 error (no source usable).`,
 			defer cancel()
 			e, done := g.engine()
 			defer done()
-			inputs := []netcheck.Input{{Source: netcheck.Sysfs{}, Complete: true}}
-			for _, s := range networkSources {
-				p, ok := e.Plugin(s.plugin)
-				if !ok {
-					continue
-				}
-				o, ok := p.(observer)
-				if !ok {
-					continue
-				}
-				in := netcheck.Input{Source: pluginSource{s.source, o}, Complete: s.complete}
-				actx, acancel := context.WithTimeout(ctx, netcheck.SourceTimeout)
-				in.Unavailable = p.Available(actx)
-				acancel()
-				inputs = append(inputs, in)
-			}
+			inputs := netcheck.Inputs(ctx, e.Plugin)
 			rep, err := netcheck.Check(ctx, inputs)
 			if err != nil {
 				return &exitError{ExitError, fmt.Errorf("check network: %w", err)}

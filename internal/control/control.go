@@ -23,6 +23,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/introspect"
 	"github.com/op-dbus/op-dbus/internal/ledger"
+	"github.com/op-dbus/op-dbus/internal/netcheck"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -444,6 +445,12 @@ func (s *Service) Snapshots() ([]snapshot.Snapshot, error) {
 		l = []snapshot.Snapshot{}
 	}
 	return l, err
+}
+
+// CheckNetwork compares what netlink, NetworkManager, OVSDB and
+// /sys/class/net say about every interface (op-dbus check network).
+func (s *Service) CheckNetwork(ctx context.Context) (*netcheck.Report, error) {
+	return netcheck.Check(ctx, netcheck.Inputs(ctx, s.engine.Plugin))
 }
 
 // Introspect walks a bus ("system", "session" or an address).

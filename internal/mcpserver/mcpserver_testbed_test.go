@@ -150,7 +150,7 @@ func TestTestbedMCPReadOnly(t *testing.T) {
 	svc, dir := newService(t)
 	cs := serve(t, svc, mcpserver.Options{})
 
-	want := []string{"audit_log", "audit_verify", "history", "introspect_bus", "plan", "query_state", "snapshot_list", "verify"}
+	want := []string{"audit_log", "audit_verify", "check_network", "history", "introspect_bus", "plan", "query_state", "search", "snapshot_list", "verify"}
 	if got := toolNames(t, cs); !reflect.DeepEqual(got, want) {
 		t.Errorf("tools without --allow-apply: %v, want %v", got, want)
 	}

@@ -5,8 +5,7 @@
 // server produced, always under the confirm timer.
 //
 // Every answer comes from the host through internal/control; nothing is
-// invented. Tools for things op-dbus cannot do yet (network checks, search)
-// are not registered at all.
+// invented.
 package mcpserver
 
 import (
@@ -26,6 +25,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/introspect"
 	"github.com/op-dbus/op-dbus/internal/ledger"
+	"github.com/op-dbus/op-dbus/internal/netcheck"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -231,6 +231,14 @@ func (s *Server) addTools() {
 		Description: "The audit log entries that changed the host, optionally for one plugin.",
 		Annotations: readOnly(),
 	}, s.history)
+	addTool(s.mcp, &mcp.Tool{
+		Name:  "check_network",
+		Title: "Cross-check the network",
+		Description: "What netlink, NetworkManager, OVSDB and /sys/class/net each say about every interface (existence, state, MTU, addresses, bridge membership), " +
+			"and every field on which they disagree, with each source's value (the same as `op-dbus check network -o json`). Sources that are not running are listed as not consulted.",
+		Annotations: readOnly(),
+	}, s.checkNetwork)
+	s.addSearchTool()
 	if s.opts.AllowApply {
 		addTool(s.mcp, &mcp.Tool{
 			Name:  "apply",
@@ -431,6 +439,14 @@ func (s *Server) auditVerify(_ context.Context, _ *mcp.CallToolRequest, _ Empty)
 		return nil, nil, err
 	}
 	return nil, &r, nil
+}
+
+func (s *Server) checkNetwork(ctx context.Context, _ *mcp.CallToolRequest, _ Empty) (*mcp.CallToolResult, *netcheck.Report, error) {
+	rep, err := s.svc.CheckNetwork(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, rep, nil
 }
 
 func (s *Server) snapshotList(_ context.Context, _ *mcp.CallToolRequest, _ Empty) (*mcp.CallToolResult, *SnapshotsOutput, error) {
