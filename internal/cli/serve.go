@@ -168,9 +168,14 @@ func runServe(g *globals, f *serveFlags) error {
 			dsvc, dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: opts.Log})
 		sinks = append(sinks, dbusSink{k})
 	}
-	if len(sinks) > 0 {
-		opts.Metrics = sinks
-	}
+	// The search index of the state directory, if one was built, is kept
+	// current from the same events.
+	// It queries through plugins of its own, not the daemon's.
+	ie, idone := g.engine()
+	defer idone()
+	ik := newIndexKeeper(g, ie, opts.Log)
+	sinks = append(sinks, ik)
+	opts.Metrics = sinks
 	d, err := daemon.New(e, opts)
 	if err != nil {
 		return &exitError{ExitError, err}
@@ -215,9 +220,15 @@ func runServe(g *globals, f *serveFlags) error {
 	} else {
 		close(apiErr)
 	}
+	ikDone := make(chan struct{})
+	go func() {
+		defer close(ikDone)
+		ik.run(ctx)
+	}()
 	err = d.Run(ctx)
 	cancel()
 	d.Wait()
+	<-ikDone
 	if aerr := <-apiErr; aerr != nil {
 		return &exitError{ExitError, fmt.Errorf("api: %w", aerr)}
 	}
