@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -144,5 +145,111 @@ func TestTestbedCheckNetwork(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("text output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+}
+
+// All four sources at once: NetworkManager's bed with ovsdb-server and
+// ovs-vswitchd started in its namespaces. A bridge NetworkManager made and
+// addressed, an OVS bridge and a port: netlink, sysfs, NetworkManager and
+// OVSDB are all consulted and agree; then an address added behind
+// NetworkManager's back on a device it does not manage is still seen the
+// same by netlink and NetworkManager (it reads the kernel), while a port
+// OVSDB declares but the kernel lacks is a disagreement.
+func TestTestbedCheckNetworkFourSources(t *testing.T) {
+	nm, env := nmBed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db := nm.Dir + "/ovs-conf.db"
+	sock := nm.Dir + "/ovs-db.sock"
+	if out, err := exec.CommandContext(ctx, "ovsdb-tool", "create", db, testbed.OVSSchema).CombinedOutput(); err != nil {
+		t.Fatalf("ovsdb-tool create: %v %s", err, out)
+	}
+	if _, err := nm.Start("ovsdb-server", nil, "ovsdb-server", db, "--remote=punix:"+sock,
+		"--unixctl="+nm.Dir+"/ovsdb.ctl", "--log-file="+nm.Dir+"/ovsdb.vlog"); err != nil {
+		t.Fatal(err)
+	}
+	vsctl := func(args ...string) string {
+		t.Helper()
+		var out string
+		var err error
+		for i := 0; i < 100; i++ { // ovsdb-server may still be starting
+			out, err = nm.Exec(ctx, append([]string{"ovs-vsctl", "--db=unix:" + sock, "--timeout=5"}, args...)...)
+			if err == nil || !strings.Contains(out, "database connection failed") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("ovs-vsctl %v: %v", args, err)
+		}
+		return out
+	}
+	vsctl("--no-wait", "init")
+	if _, err := nm.Start("ovs-vswitchd", nil, "ovs-vswitchd", "unix:"+sock,
+		"--unixctl="+nm.Dir+"/vswitchd.ctl", "--log-file="+nm.Dir+"/vswitchd.vlog"); err != nil {
+		t.Fatal(err)
+	}
+	vsctl("add-br", "obr0", "--", "set", "bridge", "obr0", "datapath_type=netdev")
+	if out, err := nm.Nmcli(ctx, "connection", "add", "type", "bridge", "con-name", "nbr0", "ifname", "nbr0",
+		"ipv4.method", "manual", "ipv4.addresses", "10.66.0.1/24", "ipv6.method", "disabled"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if out, err := nm.Nmcli(ctx, "--wait", "30", "connection", "up", "nbr0"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	runCheck := func() (result, checkReport) {
+		t.Helper()
+		cmd := nm.Command(ctx, append(os.Environ(), env...), binary, "--state-dir="+t.TempDir(), "--ovsdb", "unix:"+sock, "check", "network", "-o", "json")
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		r := result{stdout: out.String(), stderr: errb.String()}
+		if ee, ok := err.(*exec.ExitError); ok {
+			r.code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		var rep checkReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("check network -o json: %v\n%s", err, r)
+		}
+		return r, rep
+	}
+	// vswitchd and NetworkManager settle their views of new devices
+	// asynchronously; wait (bounded) for agreement.
+	var r result
+	var rep checkReport
+	for deadline := time.Now().Add(45 * time.Second); ; {
+		r, rep = runCheck()
+		if r.code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	wantCode(t, r, 0, "check network with four sources")
+	for _, s := range rep.Sources {
+		if !s.Available {
+			t.Errorf("source %s not consulted: %s", s.Name, s.Error)
+		}
+	}
+	if len(rep.Sources) != 4 {
+		t.Errorf("sources %+v", rep.Sources)
+	}
+	for _, want := range []string{"nbr0", "obr0"} {
+		if !strings.Contains(" "+strings.Join(rep.Interfaces, " ")+" ", " "+want+" ") {
+			t.Errorf("interfaces %v lack %s", rep.Interfaces, want)
+		}
+	}
+	vsctl("add-port", "obr0", "ghost9")
+	r, rep = runCheck()
+	wantCode(t, r, 2, "check network with a ghost OVS port")
+	found := false
+	for _, d := range rep.Disagreements {
+		if d.Interface == "ghost9" && d.Field == "exists" {
+			found = d.Values["ovsdb"] == "present" && d.Values["netlink"] == "missing" && d.Values["networkmanager"] == "missing" && d.Values["sysfs"] == "missing"
+		}
+	}
+	if !found {
+		t.Errorf("ghost9 not reported as present in OVSDB and missing in the other three: %+v", rep.Disagreements)
 	}
 }

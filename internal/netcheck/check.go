@@ -3,6 +3,7 @@ package netcheck
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,10 @@ type Input struct {
 	// Unavailable, when set, says why the source cannot be consulted here
 	// (NetworkManager not running); it is reported, not compared.
 	Unavailable error
+	// Hides lists interfaces a complete source leaves out on purpose
+	// (NetworkManager does not show Open vSwitch's datapath devices): it
+	// has no opinion on them rather than calling them missing.
+	Hides []string
 }
 
 // SourceStatus says whether a source was consulted and what it saw.
@@ -82,7 +87,7 @@ func Check(ctx context.Context, inputs []Input) (*Report, error) {
 		} else {
 			st.Available = true
 			st.Interfaces = len(r.obs)
-			cons = append(cons, consulted{name: st.Name, complete: in.Complete, obs: r.obs})
+			cons = append(cons, consulted{name: st.Name, complete: in.Complete, hides: in.Hides, obs: r.obs})
 			rep.Observations = append(rep.Observations, r.obs...)
 		}
 		rep.Sources = append(rep.Sources, st)
@@ -105,6 +110,7 @@ func sourceErrors(ss []SourceStatus) string {
 type consulted struct {
 	name     string
 	complete bool
+	hides    []string
 	obs      []Observation
 }
 
@@ -140,7 +146,7 @@ func compare(cons []consulted) ([]string, []Disagreement) {
 					switch {
 					case ok && o.Exists:
 						vals[c.name] = "present"
-					case ok || c.complete:
+					case ok || (c.complete && !slices.Contains(c.hides, ifname)):
 						vals[c.name] = "missing"
 					}
 					continue

@@ -17,10 +17,13 @@ type Observer interface {
 var pluginSources = []struct {
 	plugin, source string
 	complete       bool
+	hides          []string
 }{
-	{"network", "netlink", true},
-	{"networkmanager", "networkmanager", true},
-	{"ovs", "ovsdb", false},
+	{"network", "netlink", true, nil},
+	// NetworkManager leaves Open vSwitch's datapath devices out of its
+	// device list.
+	{"networkmanager", "networkmanager", true, []string{"ovs-system", "ovs-netdev"}},
+	{"ovs", "ovsdb", false, nil},
 }
 
 type pluginSource struct {
@@ -47,7 +50,7 @@ func Inputs(ctx context.Context, get func(name string) (plugin.Plugin, bool)) []
 		if !ok {
 			continue
 		}
-		in := Input{Source: pluginSource{s.source, o}, Complete: s.complete}
+		in := Input{Source: pluginSource{s.source, o}, Complete: s.complete, Hides: s.hides}
 		actx, cancel := context.WithTimeout(ctx, SourceTimeout)
 		in.Unavailable = p.Available(actx)
 		cancel()
