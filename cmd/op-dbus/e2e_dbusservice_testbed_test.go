@@ -34,6 +34,7 @@ func TestTestbedServeDBusService(t *testing.T) {
 	}
 	sigs := make(chan *dbus.Signal, 64)
 	watch.Signal(sigs)
+	seenSigs = nil
 
 	s := startServe(t, env, "--user", "--state-dir="+dir+"/state", "serve", "--state", doc, "--dbus", bus.Address)
 	busctl := func(args ...string) (string, error) {
@@ -58,7 +59,7 @@ func TestTestbedServeDBusService(t *testing.T) {
 	if o, err := m.Systemctl(context.Background(), "stop", "dbus-a.service"); err != nil {
 		t.Fatalf("%v %s", err, o)
 	}
-	waitSig(t, sigs, "org.opdbus1.Manager.DriftDetected", func(sg *dbus.Signal) bool {
+	drifted := waitSig(t, sigs, "org.opdbus1.Manager.DriftDetected", func(sg *dbus.Signal) bool {
 		return sg.Body[0] == "systemd" && sg.Body[1] == uint32(1)
 	})
 	if out, err := busctl("get-property", "org.opdbus1", "/org/opdbus1", "org.opdbus1.Manager", "DriftCount"); err != nil || !strings.Contains(out, `"data":1`) {
@@ -90,27 +91,47 @@ func TestTestbedServeDBusService(t *testing.T) {
 	waitSig(t, sigs, "org.opdbus1.Manager.Applied", func(sg *dbus.Signal) bool {
 		return sg.Body[0] == plan.Data[0] && sg.Body[1] == true && sg.Body[2] == "dbus"
 	})
-	// Back in line: the daemon sees the start and the count drops to 0.
+	// Back in line: the daemon sees the start and the count drops to 0
+	// (after the drift, not the 0 of the first check).
 	waitSig(t, sigs, "org.freedesktop.DBus.Properties.PropertiesChanged", func(sg *dbus.Signal) bool {
 		ch, ok := sg.Body[1].(map[string]dbus.Variant)
 		return ok && ch["DriftCount"].Value() == uint32(0)
-	})
+	}, drifted)
 	if kinds := auditKinds(t, env, dir+"/state"); !serveHas(kinds, "apply/dbus/success") {
 		t.Errorf("D-Bus apply not in the audit log: %v", kinds)
 	}
 }
 
-func waitSig(t *testing.T, ch <-chan *dbus.Signal, name string, ok func(*dbus.Signal) bool) {
+// waitSig waits for a signal named name that satisfies ok. Signals are
+// kept once seen, so one that arrived while waiting for another (the order
+// of Applied and PropertiesChanged is not fixed) is still found.
+// It returns the signal's index in seenSigs; only signals from index from
+// on are considered.
+func waitSig(t *testing.T, ch <-chan *dbus.Signal, name string, ok func(*dbus.Signal) bool, from ...int) int {
 	t.Helper()
+	start := 0
+	if len(from) > 0 {
+		start = from[0]
+	}
+	for i := start; i < len(seenSigs); i++ {
+		if sg := seenSigs[i]; sg.Name == name && ok(sg) {
+			return i
+		}
+	}
 	deadline := time.After(eventWait)
 	for {
 		select {
 		case sg := <-ch:
+			seenSigs = append(seenSigs, sg)
 			if sg.Name == name && ok(sg) {
-				return
+				return len(seenSigs) - 1
 			}
 		case <-deadline:
 			t.Fatalf("no %s signal within %s", name, eventWait)
+			return -1
 		}
 	}
 }
+
+// seenSigs are the signals waitSig has read (one test uses it at a time).
+var seenSigs []*dbus.Signal
