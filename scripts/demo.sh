@@ -31,7 +31,7 @@ done
 export NO_COLOR=${NO_COLOR:-}
 OP="$BIN --state-dir=$WORK/state"
 
-bold "The test bed is up: systemd --user and hostname1/timedate1/locale1 on private buses"
+bold "The test bed is up: systemd --user and hostname1/timedate1/locale1 on private buses, ovsdb-server and ovs-vswitchd in a network namespace"
 for u in web api worker; do
 	printf '[Unit]\nDescription=demo %s\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=default.target\n' $u >"$OPDBUS_UNIT_DIR/demo-$u.service"
 done
@@ -108,5 +108,39 @@ show $OP audit verify-receipt "$WORK/receipt.json" --key "$WORK/host.pub"
 bold "Whole-bus introspection of the private system bus (every service, object, member and value; last lines)"
 echo "..."
 $OP introspect --activatable | tail -n 22
+
+bold "Network: one document for Open vSwitch and netlink, inside the bed's own network namespace"
+# Everything here runs in the bed's network namespace (nsenter), never on
+# this host's interfaces: ovs creates a bridge (ovs-vswitchd makes its
+# device), network addresses it, and a probe checks the address answers.
+NET="nsenter -t $OPDBUS_NET_PID -m -p -n -- $BIN --state-dir=$WORK/netstate --ovsdb $OPDBUS_OVSDB"
+cat >"$WORK/net.yaml" <<'YAML'
+version: 1
+plugins:
+  ovs:
+    bridges:
+      demo-br:
+        datapath_type: netdev
+        ports:
+          demo-p1: {tag: 10, interfaces: {demo-p1: {type: internal}}}
+  network:
+    interfaces:
+      - {name: demo-br, state: up, ipv4: {address: [{ip: 10.77.0.1, prefix_length: 24}]}}
+    probes:
+      - {ping: 10.77.0.1, timeout: 2s}
+YAML
+cat "$WORK/net.yaml"
+show $NET diff "$WORK/net.yaml"
+show $NET apply --yes "$WORK/net.yaml"
+show nsenter -t "$OPDBUS_NET_PID" -m -p -n -- ip -br addr show dev demo-br
+show nsenter -t "$OPDBUS_NET_PID" -m -p -n -- ovs-vsctl --db="$OPDBUS_OVSDB" list-ports demo-br
+
+bold "check network: netlink, /sys/class/net and OVSDB agree (NetworkManager is not running here)"
+show $NET check network
+
+bold "A re-address whose probe fails (nobody answers 10.78.0.9): verification fails and the old address comes back"
+sed -e 's/10.77.0.1, prefix/10.78.0.1, prefix/' -e 's/ping: 10.77.0.1/ping: 10.78.0.9/' "$WORK/net.yaml" >"$WORK/net-bad.yaml"
+show $NET apply --yes "$WORK/net-bad.yaml"
+show nsenter -t "$OPDBUS_NET_PID" -m -p -n -- ip -br addr show dev demo-br
 
 bold "Done; tearing the test bed down"

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,7 +39,7 @@ func run(dir, envFile string) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	for _, d := range []string{"user", "identity"} {
+	for _, d := range []string{"user", "identity", "ovs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -55,6 +56,11 @@ func run(dir, envFile string) error {
 		return fmt.Errorf("start hostnamed/timedated/localed: %w", err)
 	}
 	defer id.Close()
+	ovs, err := testbed.StartOVS(ctx, filepath.Join(dir, "ovs"))
+	if err != nil {
+		return fmt.Errorf("start ovsdb-server and ovs-vswitchd in a network namespace: %w", err)
+	}
+	defer ovs.Close()
 
 	env := map[string]string{
 		"DBUS_SESSION_BUS_ADDRESS": um.BusAddress,
@@ -63,9 +69,13 @@ func run(dir, envFile string) error {
 		"HOME":                     envValue(um.Env, "HOME"),
 		"DBUS_SYSTEM_BUS_ADDRESS":  id.BusAddress,
 		"OPDBUS_UNIT_DIR":          um.UnitDir,
+		// The network namespace (enter with nsenter -t PID -m -p -n) and
+		// the OVSDB socket of its ovsdb-server.
+		"OPDBUS_NET_PID": strconv.Itoa(ovs.NetNS.PID()),
+		"OPDBUS_OVSDB":   ovs.DBAddress,
 	}
 	var b strings.Builder
-	for _, k := range []string{"DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "HOME", "DBUS_SYSTEM_BUS_ADDRESS", "OPDBUS_UNIT_DIR"} {
+	for _, k := range []string{"DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "HOME", "DBUS_SYSTEM_BUS_ADDRESS", "OPDBUS_UNIT_DIR", "OPDBUS_NET_PID", "OPDBUS_OVSDB"} {
 		fmt.Fprintf(&b, "export %s='%s'\n", k, env[k])
 	}
 	if envFile != "" {
