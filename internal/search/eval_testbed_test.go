@@ -133,11 +133,19 @@ func TestTestbedSearchQuality(t *testing.T) {
 			t.Logf("  %s miss: %s", r, m)
 		}
 	}
+	// the ranking parameters were tuned on the even-numbered queries
+	// (TestTestbedSearchTune): the odd-numbered ones are held out
+	for parity, name := range []string{"even (tuning)", "odd (held out)"} {
+		for _, r := range []search.Ranking{search.Lexical, search.Vector, search.Combined} {
+			q := evaluate(t, ix, half(lq, parity), r)
+			t.Logf("%-15s %-8s recall@5 %.3f  MRR %.3f  (%d queries)", name, r, q.RecallAt5, q.MRR, q.Queries)
+		}
+	}
 	if out := os.Getenv("SEARCH_EVAL_OUT"); out != "" {
 		b, _ := json.MarshalIndent(all, "", "  ")
 		_ = os.WriteFile(out, b, 0o644)
 	}
-	if c := all[2]; c.RecallAt5 < 0.80 {
-		t.Errorf("combined recall@5 %.3f is below the floor 0.80 (measured 0.847 when written)", c.RecallAt5)
+	if c := all[2]; c.RecallAt5 < 0.90 {
+		t.Errorf("combined recall@5 %.3f is below the floor 0.90 (measured 0.947 when written)", c.RecallAt5)
 	}
 }

@@ -38,10 +38,43 @@ const (
 	Vector   Ranking = "vector"
 )
 
-// LexicalWeight is the share of the lexical score in the combined ranking
-// (the vector similarity has the rest). Both are scaled to [0, 1] over the
-// candidates first.
-var LexicalWeight float32 = 0.6
+// Ranking parameters. They were tuned on the even-numbered labelled
+// queries of testdata/queries.yaml and checked on the odd-numbered ones
+// (docs/benchmarks-search.md); tests may change them.
+var tune = params{
+	LexicalWeight:  0.5,
+	RRFK:           60,
+	SynonymWeight:  1,
+	ContextWeight:  1,
+	MethodBoost:    0.5,
+	ReplicaPenalty: 0.35,
+}
+
+type params struct {
+	// LexicalWeight is the share of the lexical score in a weighted-sum
+	// combination (the vector similarity has the rest), both scaled to
+	// [0, 1] over the candidates first.
+	LexicalWeight float32
+	// RRFK > 0 combines by reciprocal rank fusion instead:
+	// 1/(RRFK+lexical rank) + 1/(RRFK+vector rank).
+	RRFK float32
+	// SynonymWeight is a synonym's weight relative to the query term it
+	// expands.
+	SynonymWeight float32
+	// ContextWeight is the BM25 term frequency of a word of a document's
+	// context (service, object path, interface); a word of its name counts
+	// nameWeight, of its text 1.
+	ContextWeight float32
+	// MethodBoost raises methods by this share for a query that starts
+	// with an imperative verb ("stop a service"): it asks for an action.
+	MethodBoost float32
+	// ReplicaPenalty lowers by this share a member that many objects
+	// share (Stop on every unit, Ping on every item) unless the query
+	// names the object: a question that names no object is about the
+	// API, which the member on one object (the Manager's StopUnit)
+	// answers.
+	ReplicaPenalty float32
+}
 
 // candidates each ranking contributes to the combined one.
 const candidates = 200
@@ -152,7 +185,7 @@ func (ix *Index) Replace(ctx context.Context, bySource map[string][]Document, pr
 			}
 			h := d.Hash()
 			if old, ok := ix.hashes[d.ID]; ok && old == h && ix.vecs != nil {
-				if _, have := ix.vecs.Get(d.ID); have {
+				if ix.vecs.Has(d.ID) {
 					continue
 				}
 			}
@@ -328,8 +361,8 @@ type Result struct {
 	Vector  float32  `json:"vector"`
 	Snippet string   `json:"snippet"`
 	Doc     Document `json:"document"`
-	// Others counts lower-ranked documents of the same member on other
-	// objects of the service (not shown).
+	// Others counts the documents of the same member on other objects
+	// of the service (not shown).
 	Others int `json:"others,omitempty"`
 }
 
@@ -380,11 +413,16 @@ func QueryTerms(q string) (terms []string, weights []float32) {
 	}
 	words := strings.FieldsFunc(q, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
 	for i := 0; i+1 < len(words); i++ {
-		if token.IsStopWord(words[i]) || token.IsStopWord(words[i+1]) {
+		c := token.Normalize(words[i] + words[i+1])
+		if c == "" || len(c) > 64 {
 			continue
 		}
-		c := token.Normalize(words[i] + words[i+1])
-		if c != "" && len(c) <= 64 {
+		switch {
+		case embed.HasConcept(c):
+			// a phrase of the synonym table ("shut down", "turn on",
+			// "process id") is one term
+			addTerm(c, 1)
+		case !token.IsStopWord(words[i]) && !token.IsStopWord(words[i+1]):
 			addTerm(c, 0.8)
 		}
 	}
@@ -408,7 +446,7 @@ func expand(terms []string, weights []float32) ([]string, []float32) {
 			if !have[syn] {
 				have[syn] = true
 				lt = append(lt, syn)
-				lw = append(lw, 0.3*weights[i])
+				lw = append(lw, tune.SynonymWeight*weights[i])
 			}
 		}
 	}
@@ -467,8 +505,11 @@ func (ix *Index) Search(ctx context.Context, q Query) ([]Result, error) {
 		if q.Ranking == Lexical {
 			limit = q.K
 		}
+		// one candidate per member shared by many objects (its best
+		// object), so Stop on 150 units cannot take 150 places
+		touched = ix.lex.collapse(touched, acc, allowDoc)
 		// the best limit of the touched documents, without sorting them all
-		cands := topByScore(touched, acc, limit, allowDoc)
+		cands := topByScore(touched, acc, limit, func(int) bool { return true })
 		sort.Slice(cands, func(a, b int) bool {
 			if acc[cands[a]] != acc[cands[b]] {
 				return acc[cands[a]] > acc[cands[b]]
@@ -494,12 +535,21 @@ func (ix *Index) Search(ctx context.Context, q Query) ([]Result, error) {
 				return ok && allowDoc(i)
 			}
 		}
-		hits, err := ix.vecs.Search(qv, limit, allow)
+		hits, err := ix.vecs.Search(qv, 4*limit, allow)
 		if err != nil {
 			return nil, err
 		}
+		taken := map[int32]bool{}
+		n := 0
 		for _, h := range hits {
-			if i, ok := ix.byID[h.ID]; ok {
+			if i, ok := ix.byID[h.ID]; ok && n < limit {
+				if g := ix.lex.group[i]; g >= 0 {
+					if taken[g] {
+						continue
+					}
+					taken[g] = true
+				}
+				n++
 				vecScore[i] = h.Score
 				maxVec = max(maxVec, h.Score)
 				minVec = min(minVec, h.Score)
@@ -508,8 +558,8 @@ func (ix *Index) Search(ctx context.Context, q Query) ([]Result, error) {
 		// lexical candidates get their exact similarity too
 		for i := range lexScore {
 			if _, ok := vecScore[i]; !ok {
-				if v, ok := ix.vecs.Get(ix.docs[i].ID); ok {
-					vecScore[i] = embed.Dot(qv, v)
+				if s, ok := ix.vecs.Score(qv, ix.docs[i].ID); ok {
+					vecScore[i] = s
 				}
 			}
 		}
@@ -522,28 +572,64 @@ func (ix *Index) Search(ctx context.Context, q Query) ([]Result, error) {
 	seen := map[int]bool{}
 	for _, m := range []map[int]float32{lexScore, vecScore} {
 		for i := range m {
-			if seen[i] {
-				continue
+			if !seen[i] {
+				seen[i] = true
+				all = append(all, scored{i: i, lx: lexScore[i], vec: vecScore[i]})
 			}
-			seen[i] = true
-			lx, vs := lexScore[i], vecScore[i]
-			var s float32
-			switch q.Ranking {
-			case Lexical:
-				s = lx
-			case Vector:
-				s = vs
-			default:
-				var ln, vn float32
-				if maxLex > 0 {
-					ln = lx / maxLex
-				}
-				if maxVec > minVec {
-					vn = max(0, (vs-minVec)/(maxVec-minVec))
-				}
-				s = LexicalWeight*ln + (1-LexicalWeight)*vn
+		}
+	}
+	switch {
+	case q.Ranking == Lexical:
+		for k := range all {
+			all[k].s = all[k].lx
+		}
+	case q.Ranking == Vector:
+		for k := range all {
+			all[k].s = all[k].vec
+		}
+	case tune.RRFK > 0:
+		// reciprocal rank fusion over the union of the candidates
+		byLex := make([]int, len(all))
+		for k := range byLex {
+			byLex[k] = k
+		}
+		byVec := append([]int(nil), byLex...)
+		sort.Slice(byLex, func(a, b int) bool { return all[byLex[a]].lx > all[byLex[b]].lx })
+		sort.Slice(byVec, func(a, b int) bool { return all[byVec[a]].vec > all[byVec[b]].vec })
+		for r, k := range byLex {
+			if all[k].lx > 0 {
+				all[k].s += tune.LexicalWeight / (tune.RRFK + float32(r+1))
 			}
-			all = append(all, scored{i, s, lx, vs})
+		}
+		for r, k := range byVec {
+			all[k].s += (1 - tune.LexicalWeight) / (tune.RRFK + float32(r+1))
+		}
+	default:
+		for k := range all {
+			var ln, vn float32
+			if maxLex > 0 {
+				ln = all[k].lx / maxLex
+			}
+			if maxVec > minVec {
+				vn = max(0, (all[k].vec-minVec)/(maxVec-minVec))
+			}
+			all[k].s = tune.LexicalWeight*ln + (1-tune.LexicalWeight)*vn
+		}
+	}
+	if q.Ranking == Combined {
+		imperative := isImperative(q.Text)
+		qt := map[string]bool{}
+		for _, t := range terms {
+			qt[t] = true
+		}
+		for k := range all {
+			i := all[k].i
+			if imperative && ix.docs[i].Kind == KindMethod {
+				all[k].s *= 1 + tune.MethodBoost
+			}
+			if ix.lex.replica[i] && !namesAny(ix.lex.distinct[i], qt) {
+				all[k].s *= 1 - tune.ReplicaPenalty
+			}
 		}
 	}
 	sort.Slice(all, func(a, b int) bool {
@@ -556,25 +642,57 @@ func (ix *Index) Search(ctx context.Context, q Query) ([]Result, error) {
 	// every item) is shown once, at its best-scoring object, with a count
 	// of the others, so one interface cannot fill the page.
 	var out []Result
-	group := map[string]int{}
+	shown := map[int32]bool{}
 	for _, x := range all {
+		if len(out) == q.K {
+			break
+		}
 		d := ix.docs[x.i]
-		g := groupKey(&d)
-		if g != "" {
-			if at, ok := group[g]; ok {
-				out[at].Others++
+		others := 0
+		if g := ix.lex.group[x.i]; g >= 0 {
+			if shown[g] {
 				continue
 			}
+			shown[g] = true
+			others = int(ix.lex.groupSize[g]) - 1
 		}
-		if len(out) == q.K {
-			continue
-		}
-		if g != "" {
-			group[g] = len(out)
-		}
-		out = append(out, Result{Rank: len(out) + 1, Score: x.s, Lexical: x.lx, Vector: x.vec, Snippet: snippet(d, terms), Doc: d})
+		out = append(out, Result{Rank: len(out) + 1, Score: x.s, Lexical: x.lx, Vector: x.vec, Snippet: snippet(d, terms), Doc: d, Others: others})
 	}
 	return out, nil
+}
+
+// imperativeVerbs start a request for an action ("stop a service",
+// "turn on ntp"): the verbs of system administration and of D-Bus method
+// names, not of the labelled queries.
+var imperativeVerbs = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields(`activate add apply assign attach bind block call cancel change clean clear close
+		configure create deactivate delete describe detach disable echo edit emit enable find flush freeze get halt
+		hibernate install invoke keep kill launch link list load lock make mask mount move open ping power preset
+		put reboot refresh register release reload remove rename reset restart restore resume revert run save send
+		set shut start stop subscribe suspend switch terminate thaw toggle trigger turn undo uninstall unlink
+		unlock unmask unmount unregister unset unsubscribe update upgrade use`) {
+		imperativeVerbs[w] = true
+	}
+}
+
+// isImperative reports whether a query starts with an imperative verb.
+func isImperative(q string) bool {
+	f := strings.FieldsFunc(strings.ToLower(q), func(r rune) bool { return !unicode.IsLetter(r) })
+	if len(f) > 0 && f[0] == "please" {
+		f = f[1:]
+	}
+	return len(f) > 1 && imperativeVerbs[f[0]]
+}
+
+func namesAny(terms []string, q map[string]bool) bool {
+	for _, t := range terms {
+		if q[t] {
+			return true
+		}
+	}
+	return false
 }
 
 // topByScore returns up to k of docs with the highest acc, in no order.

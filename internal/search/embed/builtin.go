@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,7 +16,7 @@ import (
 
 // BuiltinVersion changes whenever the built-in embedder's vectors change;
 // it is part of ID, so cached vectors of an older version are not reused.
-const BuiltinVersion = 1
+const BuiltinVersion = 2
 
 // DefaultDim is the built-in embedder's vector length.
 const DefaultDim = 256
@@ -115,7 +116,7 @@ func (b *Builtin) add(v []float32, terms []string) {
 	for _, t := range order {
 		w := float32(1 + math.Log(float64(counts[t])))
 		b.feature(v, "w:"+t, w)
-		if c, ok := concepts[t]; ok {
+		for _, c := range concepts[t] {
 			b.feature(v, "c:"+c, conceptWeight*w)
 		}
 		// trigrams of ^term$, sharing one unit of weight between them
@@ -140,70 +141,87 @@ func (b *Builtin) feature(v []float32, f string, w float32) {
 	v[i] += w
 }
 
-// Synonyms returns the other terms of t's concept in the synonym table
-// (normalised), for query expansion; nil when t has none.
+// Synonyms returns the other terms of t's concepts in the synonym table
+// (normalised, in table order), for query expansion; nil when t has none.
 func Synonyms(t string) []string {
-	c, ok := concepts[t]
-	if !ok {
-		return nil
-	}
 	var out []string
-	for _, o := range conceptTerms[c] {
-		if o != t {
-			out = append(out, o)
+	seen := map[string]bool{t: true}
+	for _, c := range concepts[t] {
+		for _, o := range conceptTerms[c] {
+			if !seen[o] {
+				seen[o] = true
+				out = append(out, o)
+			}
 		}
 	}
 	return out
 }
 
+// HasConcept reports whether the normalised term t is in the synonym
+// table (a query joins two words into one term when it is: "shut down"
+// → shutdown, "turn on" → turnon).
+func HasConcept(t string) bool { return len(concepts[t]) > 0 }
+
 var conceptTerms = map[string][]string{}
 
-// concepts maps normalised terms to a shared concept. Keep it small and
-// about this domain; it is documented in docs/search.md.
-var concepts = map[string]string{}
+// concepts maps normalised terms to the concepts they belong to (a term
+// may have several: restart is a unit's and the machine's). Keep it small
+// and about this domain; it is documented in docs/search.md. Phrases are
+// written as one word ("networktime", "processid"): the query side joins
+// adjacent words.
+var concepts = map[string][]string{}
+
+// conceptGroups is the table, in a fixed order so that every process
+// builds the same vectors.
+var conceptGroups = [][2]string{
+	{"timezone", "timezone tz zone timezones"},
+	{"ntp", "ntp networktime timesync synchronization synchronize synchronized sync synced"},
+	{"time", "time clock systemclock datetime date"},
+	{"rtc", "rtc hwclock hardwareclock realtimeclock"},
+	{"usec", "usec microsecond microseconds"},
+	{"hostname", "hostname host hostnames machinename computername"},
+	{"keyboard", "keyboard keymap keymaps layout x11layout vconsolekeymap kbd"},
+	{"language", "locale language lang languages"},
+	{"start", "start launch activate begin"},
+	{"stop", "stop halt deactivate terminate"},
+	{"restart", "restart reload bounce"},
+	{"enable", "enable enabled autostart boot turnon"},
+	{"disable", "disable disabled turnoff"},
+	{"failed", "fail failed failure error errors broken crash crashed"},
+	{"poweroff", "poweroff shutdown halt powerdown switchoff"},
+	{"reboot", "reboot restart"},
+	{"signal", "signal signals event events notification emit emitted"},
+	{"property", "property properties attribute attributes"},
+	{"unit", "unit units service services daemon daemons"},
+	{"os", "os operatingsystem distribution distro release"},
+	{"kernel", "kernel uname"},
+	{"change", "change changed changes modify modified update updated set apply applied"},
+	{"rollback", "rollback rolledback revert reverted undo undone"},
+	{"refused", "refused refuse denied deny reject rejected forbidden"},
+	{"drift", "drift drifted diverge diverged outofsync"},
+	{"audit", "audit history log journal"},
+	{"chassis", "chassis formfactor laptop desktop server vm container"},
+	{"mask", "mask masked"},
+	{"kill", "kill killed sigkill sigterm"},
+	{"bridge", "bridge bridges br ovs switch"},
+	{"peer", "peer peers wireguard wg"},
+	{"interface", "nic link netdev"},
+	{"env", "environment env variable variables"},
+	{"version", "version versions"},
+	{"pid", "pid processid"},
+	{"location", "location located place"},
+	{"config", "config configuration conf"},
+}
 
 func init() {
-	groups := map[string]string{
-		"timezone":  "timezone tz zone timezones time-zone",
-		"ntp":       "ntp networktime timesync synchronization synchronize synchronized sync synced",
-		"clock":     "clock rtc hwclock time",
-		"hostname":  "hostname host hostnames machinename computername",
-		"keyboard":  "keyboard keymap keymaps layout x11layout vconsolekeymap kbd",
-		"language":  "locale language lang languages",
-		"start":     "start launch activate begin",
-		"stop":      "stop halt deactivate terminate",
-		"restart":   "restart reload bounce",
-		"enable":    "enable enabled autostart boot",
-		"disable":   "disable disabled",
-		"failed":    "fail failed failure error errors broken crash crashed",
-		"poweroff":  "poweroff shutdown halt",
-		"reboot":    "reboot restart",
-		"signal":    "signal signals event events notification emit emitted",
-		"property":  "property properties attribute attributes",
-		"unit":      "unit units service services daemon daemons",
-		"os":        "os operatingsystem distribution distro release",
-		"kernel":    "kernel uname",
-		"change":    "change changed changes modify modified update updated set apply applied",
-		"rollback":  "rollback rolledback revert reverted undo undone",
-		"refused":   "refused refuse denied deny reject rejected forbidden",
-		"drift":     "drift drifted diverge out-of-sync",
-		"audit":     "audit history log journal",
-		"chassis":   "chassis formfactor laptop desktop server vm container",
-		"mask":      "mask masked",
-		"kill":      "kill killed sigkill sigterm",
-		"bridge":    "bridge bridges br ovs switch",
-		"peer":      "peer peers wireguard wg",
-		"interface": "nic link netdev",
-		"env":       "environment env variable variables",
-		"version":   "version versions",
-		"pid":       "pid processid",
-		"location":  "location located place",
-	}
-	for c, words := range groups {
-		for _, w := range strings.Fields(words) {
+	for _, g := range conceptGroups {
+		c := g[0]
+		for _, w := range strings.Fields(g[1]) {
 			for _, t := range token.Tokens(w) {
-				if _, dup := concepts[t]; !dup {
-					concepts[t] = c
+				if !slices.Contains(concepts[t], c) {
+					concepts[t] = append(concepts[t], c)
+				}
+				if !slices.Contains(conceptTerms[c], t) {
 					conceptTerms[c] = append(conceptTerms[c], t)
 				}
 			}

@@ -1,7 +1,7 @@
 // Package store keeps document vectors and finds the nearest ones to a
 // query. VectorStore is the seam where a distributed vector database can
-// serve a fleet later; Exact, the embedded default, scans every vector
-// (exact cosine on unit vectors), split over the CPUs.
+// serve a fleet later; Exact, the embedded default, scores every vector
+// (exact inner product on unit vectors).
 package store
 
 import (
@@ -24,29 +24,40 @@ type Hit struct {
 type VectorStore interface {
 	Dim() int
 	Len() int
-	// Upsert sets the vector of id (the store may keep v; callers must
-	// not change it afterwards).
+	// Upsert sets the vector of id (the store copies what it keeps).
 	Upsert(id string, v []float32) error
 	Delete(id string)
-	// Get returns the vector of id.
+	// Has reports whether id has a vector.
+	Has(id string) bool
+	// Get returns a copy of the vector of id.
 	Get(id string) ([]float32, bool)
+	// Score returns the inner product of q with the vector of id.
+	Score(q []float32, id string) (float32, bool)
 	// Search returns the k vectors nearest to q (highest dot product),
 	// best first, among the IDs allow accepts (all when allow is nil).
 	Search(q []float32, k int, allow func(id string) bool) ([]Hit, error)
 }
 
 // Exact is an in-memory exact store. Safe for concurrent use.
+//
+// Vectors are kept column-major: cols[d][i] is dimension d of the i-th
+// vector. A search adds q[d]·cols[d] into one score per vector for each
+// dimension where the query is not zero, block by block so the scores
+// stay in the L1 cache. Every vector is scored, so results are exact; a
+// query of the built-in embedder has 10 to 30 of 256 dimensions set, so
+// it reads a tenth of the vectors' bytes or less, sequentially. A dense
+// query (an external model's) reads them all, as a row-major scan would.
 type Exact struct {
 	mu   sync.RWMutex
 	dim  int
 	ids  []string
-	vecs [][]float32
+	cols [][]float32
 	slot map[string]int
 }
 
 // NewExact returns an empty store for vectors of dim floats.
 func NewExact(dim int) *Exact {
-	return &Exact{dim: dim, slot: map[string]int{}}
+	return &Exact{dim: dim, cols: make([][]float32, dim), slot: map[string]int{}}
 }
 
 // Dim implements VectorStore.
@@ -67,12 +78,16 @@ func (e *Exact) Upsert(id string, v []float32) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if i, ok := e.slot[id]; ok {
-		e.vecs[i] = v
+		for d, x := range v {
+			e.cols[d][i] = x
+		}
 		return nil
 	}
 	e.slot[id] = len(e.ids)
 	e.ids = append(e.ids, id)
-	e.vecs = append(e.vecs, v)
+	for d, x := range v {
+		e.cols[d] = append(e.cols[d], x)
+	}
 	return nil
 }
 
@@ -85,10 +100,22 @@ func (e *Exact) Delete(id string) {
 		return
 	}
 	last := len(e.ids) - 1
-	e.ids[i], e.vecs[i] = e.ids[last], e.vecs[last]
+	e.ids[i] = e.ids[last]
 	e.slot[e.ids[i]] = i
-	e.ids, e.vecs = e.ids[:last], e.vecs[:last]
+	e.ids = e.ids[:last]
+	for d, c := range e.cols {
+		c[i] = c[last]
+		e.cols[d] = c[:last]
+	}
 	delete(e.slot, id)
+}
+
+// Has implements VectorStore.
+func (e *Exact) Has(id string) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	_, ok := e.slot[id]
+	return ok
 }
 
 // Get implements VectorStore.
@@ -99,8 +126,37 @@ func (e *Exact) Get(id string) ([]float32, bool) {
 	if !ok {
 		return nil, false
 	}
-	return e.vecs[i], true
+	v := make([]float32, e.dim)
+	for d, c := range e.cols {
+		v[d] = c[i]
+	}
+	return v, true
 }
+
+// Score implements VectorStore. It adds the products in the order Search
+// does.
+func (e *Exact) Score(q []float32, id string) (float32, bool) {
+	if len(q) != e.dim {
+		return 0, false
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	i, ok := e.slot[id]
+	if !ok {
+		return 0, false
+	}
+	var s float32
+	for d, x := range q {
+		if x != 0 {
+			s += x * e.cols[d][i]
+		}
+	}
+	return s, true
+}
+
+// block is how many scores one pass over the query's dimensions updates:
+// 16 KiB of float32, well inside an L1 data cache.
+const block = 4096
 
 // Search implements VectorStore.
 func (e *Exact) Search(q []float32, k int, allow func(id string) bool) ([]Hit, error) {
@@ -110,11 +166,21 @@ func (e *Exact) Search(q []float32, k int, allow func(id string) bool) ([]Hit, e
 	if k <= 0 {
 		return nil, nil
 	}
+	type term struct {
+		d int
+		x float32
+	}
+	var nz []term
+	for d, x := range q {
+		if x != 0 {
+			nz = append(nz, term{d, x})
+		}
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	n := len(e.ids)
 	parts := runtime.GOMAXPROCS(0)
-	if n < 4096 {
+	if n < 4*block {
 		parts = 1
 	}
 	results := make([]topK, parts)
@@ -125,15 +191,22 @@ func (e *Exact) Search(q []float32, k int, allow func(id string) bool) ([]Hit, e
 		go func(t *topK) {
 			defer wg.Done()
 			t.k = k
-			for i := lo; i < hi; i++ {
-				s := embed.Dot(q, e.vecs[i])
-				if len(t.h) == k && s <= t.h[0].score {
-					continue
+			acc := make([]float32, block)
+			for b := lo; b < hi; b += block {
+				a := acc[:min(block, hi-b)]
+				clear(a)
+				for _, tm := range nz {
+					axpy(a, tm.x, e.cols[tm.d][b:b+len(a)])
 				}
-				if allow != nil && !allow(e.ids[i]) {
-					continue
+				for j, s := range a {
+					if len(t.h) == k && s <= t.h[0].score {
+						continue
+					}
+					if allow != nil && !allow(e.ids[b+j]) {
+						continue
+					}
+					t.push(b+j, s)
 				}
-				t.push(i, s)
 			}
 		}(&results[p])
 	}
@@ -154,6 +227,22 @@ func (e *Exact) Search(q []float32, k int, allow func(id string) bool) ([]Hit, e
 		all = all[:k]
 	}
 	return all, nil
+}
+
+// axpy adds x·c to a (len(c) >= len(a)).
+func axpy(a []float32, x float32, c []float32) {
+	c = c[:len(a)]
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		aa, cc := a[i:i+4:i+4], c[i:i+4:i+4]
+		aa[0] += x * cc[0]
+		aa[1] += x * cc[1]
+		aa[2] += x * cc[2]
+		aa[3] += x * cc[3]
+	}
+	for ; i < len(a); i++ {
+		a[i] += x * c[i]
+	}
 }
 
 type scored struct {

@@ -150,6 +150,14 @@ func stem(w string) string {
 			w = w[:len(w)-2] + "y"
 		}
 	}
+	// -ization, -ation: synchronization meets synchronize(d),
+	// configuration meets configure(d); short stems stay (location).
+	if strings.HasSuffix(w, "ization") && len(w) >= 10 {
+		return w[:len(w)-5]
+	}
+	if strings.HasSuffix(w, "ation") && len(w)-5 >= 5 {
+		return w[:len(w)-5]
+	}
 	stripped := false
 	for _, suf := range []string{"ing", "ed"} {
 		if strings.HasSuffix(w, suf) && len(w)-len(suf) >= 3 {
@@ -224,7 +232,7 @@ func init() {
 	for _, w := range strings.Fields(`a an the of to is are was were be been which what who whom how do doe does
 		i me my we our you your it its this that these those on in at for and or with by from as
 		there here into about please show find tell give
-		where when whose can could would should`) {
+		where when whose could would should`) {
 		stopWords[w] = true
 		stopWords[Normalize(w)] = true
 	}

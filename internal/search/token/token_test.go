@@ -21,6 +21,9 @@ func TestTokens(t *testing.T) {
 		{"item0042", []string{"item0042", "item", "42"}},
 		{"which units failed", []string{"unit", "fail"}},
 		{"stopped stopping", []string{"stop", "stop"}},
+		{"synchronization synchronized", []string{"synchroniz", "synchroniz"}},
+		{"configuration configure location", []string{"configur", "configur", "location"}},
+		{"CanNTP", []string{"can", "ntp", "canntp"}},
 		{"", nil},
 	} {
 		if got := Tokens(c.in); !reflect.DeepEqual(got, c.want) {
