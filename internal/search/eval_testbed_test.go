@@ -113,7 +113,7 @@ func buildLive(t *testing.T, l *live, emb embed.Embedder) (*search.Index, *cache
 
 // TestTestbedSearchQuality measures recall@5 and MRR of the labelled
 // queries over the live bed, for each ranking. The floor asserted for the
-// combined ranking is below what was measured (see docs/benchmarks-search.md),
+// combined ranking is below what was measured (see docs/benchmarks.md, issue 8),
 // so it catches a real regression, not noise: the corpus is the live bed,
 // which differs a little between machines (the user manager's units).
 func TestTestbedSearchQuality(t *testing.T) {

@@ -40,7 +40,7 @@ const (
 
 // Ranking parameters. They were tuned on the even-numbered labelled
 // queries of testdata/queries.yaml and checked on the odd-numbered ones
-// (docs/benchmarks-search.md); tests may change them.
+// (docs/benchmarks.md, issue 8); tests may change them.
 var tune = params{
 	LexicalWeight:  0.5,
 	RRFK:           60,
