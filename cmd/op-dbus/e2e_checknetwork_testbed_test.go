@@ -199,16 +199,7 @@ func TestTestbedCheckNetworkFourSources(t *testing.T) {
 	}
 	runCheck := func() (result, checkReport) {
 		t.Helper()
-		cmd := nm.Command(ctx, append(os.Environ(), env...), binary, "--state-dir="+t.TempDir(), "--ovsdb", "unix:"+sock, "check", "network", "-o", "json")
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		r := result{stdout: out.String(), stderr: errb.String()}
-		if ee, ok := err.(*exec.ExitError); ok {
-			r.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
+		r := runCmd(t, nm.Command(ctx, append(os.Environ(), env...), binary, "--state-dir="+t.TempDir(), "--ovsdb", "unix:"+sock, "check", "network", "-o", "json"))
 		var rep checkReport
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 			t.Fatalf("check network -o json: %v\n%s", err, r)

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -27,17 +25,7 @@ func netRun(t *testing.T, bed *testbed.NetNS, stateDir string, args ...string) r
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := bed.Command(ctx, nil, append([]string{binary, "--state-dir=" + stateDir}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run op-dbus %v in the bed: %v", args, err)
-	}
-	return r
+	return runCmd(t, bed.Command(ctx, nil, append([]string{binary, "--state-dir=" + stateDir}, args...)...))
 }
 
 func netSh(t *testing.T, bed *testbed.NetNS, cmds ...string) {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,17 +40,7 @@ func runInBedEnv(t *testing.T, n *testbed.NetNS, env []string, args ...string) r
 	if env != nil {
 		full = append(os.Environ(), env...)
 	}
-	cmd := n.Command(ctx, full, append([]string{binary}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run op-dbus %v in bed: %v", args, err)
-	}
-	return r
+	return runCmd(t, n.Command(ctx, full, append([]string{binary}, args...)...))
 }
 
 // Pure OVSDB through the binary on the host (the socket is a file):

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,17 +29,7 @@ func wgRun(t *testing.T, w *testbed.WireGuard, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := w.Command(ctx, nil, append([]string{binary}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run op-dbus %v in the bed: %v", args, err)
-	}
-	return r
+	return runCmd(t, w.Command(ctx, nil, append([]string{binary}, args...)...))
 }
 
 func wgOracle(t *testing.T, w *testbed.WireGuard, args ...string) string {

@@ -143,21 +143,12 @@ func (n *NetNS) Start(name string, env []string, argv ...string) (*exec.Cmd, err
 	if err := n.proc.exitErr(); err != nil {
 		return nil, err
 	}
-	logf, err := os.OpenFile(filepath.Join(n.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
 	if env == nil {
 		env = bedEnv()
 	}
-	cmd := exec.Command(n.nsenter, n.proc.nsenter(netnsFlags, argv)...)
-	cmd.Env = env
-	cmd.Dir = n.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := startCmd(cmd); err != nil {
-		return nil, fmt.Errorf("start %s in network namespace: %w", name, err)
+	cmd, err := startLoggedIn(n.Dir, name, env, n.nsenter, n.proc.nsenter(netnsFlags, argv))
+	if err != nil {
+		return nil, fmt.Errorf("in network namespace: %w", err)
 	}
 	n.mu.Lock()
 	n.children = append(n.children, cmd)

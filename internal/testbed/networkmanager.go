@@ -459,27 +459,17 @@ func (n *NetworkManager) Start(name string, env []string, argv ...string) (*exec
 	if err := n.nm.exitErr(); err != nil {
 		return nil, err
 	}
-	logf, err := os.OpenFile(filepath.Join(n.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
 	if env == nil {
 		env = n.Env
 	}
-	// nsenter without -p execs argv, so cmd's PID is the daemon's.
-	cmd := exec.Command(n.nsenter, n.nm.nsenter([]string{"-n", "-m", "-u"}, argv)...)
-	cmd.Env = env
-	cmd.Dir = n.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return nil, errors.New("start " + name + ": the NetworkManager bed is closed")
 	}
-	if err := startCmd(cmd); err != nil {
-		return nil, fmt.Errorf("start %s in the NetworkManager bed: %w", name, err)
+	cmd, err := startLoggedIn(n.Dir, name, env, n.nsenter, n.nm.nsenter([]string{"-n", "-m", "-u"}, argv))
+	if err != nil {
+		return nil, fmt.Errorf("in the NetworkManager bed: %w", err)
 	}
 	n.children = append(n.children, cmd)
 	return cmd, nil

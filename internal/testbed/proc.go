@@ -207,6 +207,27 @@ func (p *nsProc) nsenter(nsFlags []string, argv []string) []string {
 	return append(a, argv...)
 }
 
+// startLoggedIn starts nsenter with args (entering a bed to run a daemon in
+// the foreground) in dir, with its output appended to dir/name.log, from the
+// spawner thread (Pdeathsig). Without -p nsenter execs the daemon (the
+// command's PID is the daemon's); with -p it forks and waits for it.
+func startLoggedIn(dir, name string, env []string, nsenter string, args []string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child has its own copy once started
+	cmd := exec.Command(nsenter, args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	if err := startCmd(cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return cmd, nil
+}
+
 // MissingError reports a program or file the bed needs and the Debian
 // package that provides it.
 type MissingError struct {
