@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"os"
@@ -27,28 +26,7 @@ func startServeIn(t *testing.T, bed *testbed.NetNS, args ...string) (*served, fu
 	t.Helper()
 	args = append(args, "--dbus=none") // never the host's system bus
 	cmd := bed.Command(context.Background(), nil, append([]string{binary, "-o", "json"}, args...)...)
-	s := &served{cmd: cmd, events: make(chan daemonEvent, 1024), exited: make(chan struct{})}
-	cmd.Stderr = lockedWriter{s}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var ev daemonEvent
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				ev.raw = sc.Text()
-				s.events <- ev
-			}
-		}
-		_ = cmd.Wait()
-		close(s.exited)
-		close(s.events)
-	}()
+	s := startServed(t, cmd)
 	stopped := false
 	stop := func() {
 		if stopped {

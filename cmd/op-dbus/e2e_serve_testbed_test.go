@@ -75,14 +75,10 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.s.stderr.Write(p)
 }
 
-// startServe runs op-dbus serve -o json and waits for its "ready" event.
-func startServe(t testing.TB, env []string, args ...string) *served {
+// startServed starts cmd (an `op-dbus -o json serve`) and feeds its JSON
+// events to the returned served's channel.
+func startServed(t testing.TB, cmd *exec.Cmd) *served {
 	t.Helper()
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dbus") }) {
-		args = append(args, "--dbus=none") // never the host's system bus
-	}
-	cmd := exec.Command(binary, append([]string{"-o", "json"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
 	s := &served{cmd: cmd, events: make(chan daemonEvent, 1024), exited: make(chan struct{})}
 	cmd.Stderr = lockedWriter{s}
 	out, err := cmd.StdoutPipe()
@@ -105,6 +101,18 @@ func startServe(t testing.TB, env []string, args ...string) *served {
 		close(s.exited)
 		close(s.events)
 	}()
+	return s
+}
+
+// startServe runs op-dbus serve -o json and waits for its "ready" event.
+func startServe(t testing.TB, env []string, args ...string) *served {
+	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--dbus") }) {
+		args = append(args, "--dbus=none") // never the host's system bus
+	}
+	cmd := exec.Command(binary, append([]string{"-o", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	s := startServed(t, cmd)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
