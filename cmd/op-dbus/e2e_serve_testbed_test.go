@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -354,4 +356,49 @@ func servePercentile(v []float64, p float64) float64 {
 	sort.Float64s(s)
 	i := int(float64(len(s)-1) * p / 100)
 	return s[i]
+}
+
+// BenchmarkDaemonIdle measures `op-dbus serve` at rest: CPU time it uses
+// over 10 s with nothing changing (from /proc/PID/stat, in per cent of one
+// core) and its resident memory, watching a unit, hostname1 and the API.
+func BenchmarkDaemonIdle(b *testing.B) {
+	_, env := serveBed(b, "idle-a.service")
+	dir := b.TempDir()
+	doc := filepath.Join(dir, "host.json")
+	if err := os.WriteFile(doc, []byte(`{"version":1,"plugins":{"systemd":{"units":{"idle-a.service":{"active_state":"active"}}}}}`), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	s := startServe(b, env, "--user", "--state-dir="+dir+"/state", "serve", "--state", doc, "--api-socket", filepath.Join(dir, "api.sock"))
+	pid := s.cmd.Process.Pid
+	ticks := func() float64 {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name (which may hold spaces): utime is
+		// the 14th field of the line, stime the 15th.
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+		u, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		return u + st
+	}
+	time.Sleep(time.Second) // past start-up and the first reconcile
+	var cpu, rss []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0, c0 := time.Now(), ticks()
+		time.Sleep(10 * time.Second)
+		busy := (ticks() - c0) / 100 // clock ticks (USER_HZ 100) to seconds
+		cpu = append(cpu, 100*busy/time.Since(t0).Seconds())
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, l := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				rss = append(rss, kb/1024)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(servePercentile(cpu, 50), "cpu-%")
+	b.ReportMetric(servePercentile(rss, 50), "rss-MB")
 }
