@@ -61,6 +61,24 @@ func TestTestbedSearchEndToEnd(t *testing.T) {
 	if rk := rankOf(hits, setTZ); rk < 1 || rk > 5 {
 		t.Fatalf("SetTimezone at rank %d: %+v", rk, hits)
 	}
+	// MCP's search tool on the same state directory finds the bus
+	// documents of that index without being told the services.
+	cs := mcpClient(t, env, "--state-dir="+dir, "mcp")
+	var out struct {
+		Results []struct {
+			Doc struct {
+				ID string `json:"id"`
+			} `json:"document"`
+		} `json:"results"`
+	}
+	mcpCall(t, cs, "search", map[string]any{"query": "set the time zone", "k": 5}, &out)
+	found := false
+	for _, r := range out.Results {
+		found = found || r.Doc.ID == setTZ
+	}
+	if !found {
+		t.Errorf("MCP search without services does not find %s from the state directory's index: %+v", setTZ, out.Results)
+	}
 	// text output: rank, score, kind, ID, snippet and the command to open it
 	r = run(t, env, "", "--state-dir="+dir, "search", "-k", "3", "set the time zone")
 	wantCode(t, r, 0, "search text")

@@ -85,6 +85,9 @@ func New(opts Options) *Service {
 	return &Service{opts: opts, plugins: ps, engine: engine.New(ps), plans: map[string]*storedPlan{}, cache: map[string]*cachedQuery{}}
 }
 
+// StateDir is the state directory this service works in.
+func (s *Service) StateDir() string { return s.opts.StateDir }
+
 // Close releases the plugins' connections.
 func (s *Service) Close() error {
 	for _, p := range s.plugins {

@@ -3,6 +3,8 @@ package mcpserver
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +37,31 @@ type searcher struct {
 	s  *Server
 	mu sync.Mutex
 	ix *search.Index
+	// seeded: the D-Bus documents of the state directory's index (built by
+	// `op-dbus index build`) were added; plugin states and the audit log
+	// are always read live instead.
+	seeded bool
+}
+
+// seed returns the D-Bus sources of the state directory's search index, if
+// there is one made with the built-in embedder of this index's dimension.
+func (sr *searcher) seed() map[string][]search.Document {
+	dir := sr.s.svc.StateDir()
+	if dir == "" {
+		return nil
+	}
+	m, docs, err := search.ReadFile(filepath.Join(dir, "search", search.IndexFile))
+	if err != nil || m.Config.Kind != "builtin" || (m.Config.Dim != 0 && m.Config.Dim != sr.ix.Embedder().Dim()) {
+		return nil
+	}
+	out := map[string][]search.Document{}
+	for _, d := range docs {
+		if d.Source == search.AuditSource || strings.HasPrefix(d.Source, search.StateSource("")) {
+			continue
+		}
+		out[d.Source] = append(out[d.Source], d)
+	}
+	return out
 }
 
 func (s *Server) addSearchTool() {
@@ -45,7 +72,7 @@ func (s *Server) addSearchTool() {
 		Description: "Find D-Bus services, objects, interfaces, methods, signals and properties (with values), plugin state items " +
 			"(units, settings, peers, bridges) and audit log entries by a question. Each hit has a stable id and `open`, " +
 			"the op-dbus command that shows its source. Plugin states and the audit log are read live; D-Bus services are " +
-			"searched when named in services. Secret values are never indexed.",
+			"searched when named in services, and so are those of the state directory's index (op-dbus index build). Secret values are never indexed.",
 		Annotations: readOnly(),
 	}, sr.search)
 }
@@ -65,6 +92,12 @@ func (sr *searcher) search(ctx context.Context, _ *mcp.CallToolRequest, in Searc
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
 	sources := map[string][]search.Document{}
+	if !sr.seeded {
+		sr.seeded = true
+		for src, docs := range sr.seed() {
+			sources[src] = docs
+		}
+	}
 	r, err := sr.s.svc.Query(ctx, nil)
 	if err != nil {
 		return nil, nil, err
