@@ -112,6 +112,9 @@ in
 
     environment.systemPackages = [ cfg.package ];
 
+    # The bus policy for org.opdbus1, the daemon's own D-Bus service.
+    services.dbus.packages = [ cfg.package ];
+
     environment.etc."op-dbus/state.json".source = stateFile;
 
     systemd.services.op-dbus = {

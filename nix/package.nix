@@ -13,7 +13,7 @@ buildGoModule {
 
   # Hash of `go mod vendor`; update it when go.mod or go.sum change
   # (build once with lib.fakeHash and copy the hash Nix reports).
-  vendorHash = "sha256-GFAa2d8w4QxZlE3tw/ukAWTG+bf8IiDo/YIDk456U6E=";
+  vendorHash = "sha256-HbcV6ycw0ufaDnPKZh6kY3DcBLuhq2yWwBbQQ3K8750=";
 
   subPackages = [ "cmd/op-dbus" ];
 
@@ -25,6 +25,11 @@ buildGoModule {
 
   # The tests need root and the test bed's daemons.
   doCheck = false;
+
+  # The D-Bus policy for org.opdbus1 (only root may own it and call Apply).
+  postInstall = ''
+    install -Dm644 dist/org.opdbus1.conf $out/share/dbus-1/system.d/org.opdbus1.conf
+  '';
 
   meta = {
     description = "Treat a Linux host as one declarative state document";

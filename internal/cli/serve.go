@@ -95,7 +95,7 @@ the bus restarts, the daemon reconnects by itself.`,
 	fl.StringVar(&f.apiTokenFile, "api-token-file", "", "bearer token file for the TCP API")
 	fl.StringVar(&f.apiCert, "api-tls-cert", "", "TLS certificate for the TCP API")
 	fl.StringVar(&f.apiKey, "api-tls-key", "", "TLS key for the TCP API")
-	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "API applies wait this long for `op-dbus commit` before rolling back (0: no confirmation)")
+	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "applies through the API, D-Bus and MCP wait this long for an op-dbus commit before rolling back (0: no confirmation; MCP always waits, 5m by default)")
 	fl.StringVar(&f.dbusBus, "dbus", "system", "own org.opdbus1 on this bus: system, session, a D-Bus address, or none")
 	fl.BoolVar(&f.mcp, "mcp", false, "also serve MCP (streamable HTTP) at /mcp on the API's listeners, under the same token")
 	fl.BoolVar(&f.mcpAllowApply, "mcp-allow-apply", false, "let MCP clients apply plans they made (always under the confirm timer, --confirm-within or 5m)")
