@@ -8,20 +8,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/op-dbus/op-dbus/internal/testbed"
 )
 
 // With the state directory on a btrfs subvolume, every snapshot (and so
 // every apply) also takes a read-only btrfs snapshot of it. The loop mount
 // lives in a private mount namespace and dies with it.
 func TestTestbedBtrfsSnapshotOfStateDir(t *testing.T) {
-	for _, p := range []string{"mkfs.btrfs", "btrfs", "unshare"} {
-		if _, err := exec.LookPath(p); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing (install btrfs-progs, util-linux)", p)
-			}
-			t.Skipf("%s missing (install btrfs-progs, util-linux)", p)
-		}
-	}
+	testbed.Program(t, "mkfs.btrfs", "btrfs-progs")
+	testbed.Program(t, "btrfs", "btrfs-progs")
+	testbed.Program(t, "unshare", "util-linux")
 	_, env := identityBed(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/op-dbus/op-dbus/internal/testbed"
 )
 
 // mcpClient starts `op-dbus [args] mcp [mcpArgs]` and connects the Go SDK's
@@ -292,13 +294,7 @@ func TestTestbedMCPInteropTypeScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	ci := os.Getenv("CI") == "true"
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if ci {
-			t.Fatalf("node not found (install nodejs): %v", err)
-		}
-		t.Skip("node not found; install nodejs, then: cd test/mcp-interop && npm ci")
-	}
+	node := testbed.Program(t, "node", "nodejs")
 	if _, err := os.Stat(filepath.Join(proj, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
 		if ci {
 			t.Fatalf("test/mcp-interop/node_modules missing: run `cd test/mcp-interop && npm ci` (%v)", err)

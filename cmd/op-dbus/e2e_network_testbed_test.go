@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -321,9 +320,7 @@ func TestTestbedNetworkMissingKernelKind(t *testing.T) {
 // answer makes the apply fail its probe, roll back and verify the rollback;
 // the peer answers again.
 func TestTestbedNetworkProbeRollsBackBadReaddress(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/busybox"); err != nil {
-		t.Skip("busybox (its ping is the reachability oracle) is not installed: apt-get install busybox")
-	}
+	testbed.Program(t, "busybox", "busybox") // its ping is the reachability oracle
 	bed := testbed.NewNetNS(t)
 	peer := testbed.NewNetNS(t)
 	netSh(t, bed,

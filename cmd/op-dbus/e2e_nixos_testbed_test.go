@@ -9,18 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/op-dbus/op-dbus/internal/testbed"
 )
 
 // nixEvalJSON evaluates a Nix file to JSON; skips (fails in CI) without nix.
 func nixEvalJSON(t *testing.T, path string) []byte {
 	t.Helper()
-	nix, err := exec.LookPath("nix-instantiate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nix-instantiate not found (install Debian's nix-bin)")
-		}
-		t.Skip("nix-instantiate not found: install Debian's nix-bin")
-	}
+	nix := testbed.Program(t, "nix-instantiate", "nix-bin")
 	for _, f := range []string{"flake.nix", "host.nix", "network.nix", "services.nix", "op-dbus-state.nix"} {
 		if out, err := exec.Command(nix, "--parse", filepath.Join(filepath.Dir(path), f)).CombinedOutput(); err != nil {
 			t.Fatalf("%s does not parse: %v\n%s", f, err, out)

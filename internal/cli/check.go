@@ -126,7 +126,7 @@ func printCheck(g *globals, rep *netcheck.Report, all bool) {
 func allRows(rep *netcheck.Report) []netcheck.Disagreement {
 	vals := map[[2]string]map[string]string{}
 	for _, o := range rep.Observations {
-		for _, f := range []string{"exists", "state", "mtu", "addresses", "master"} {
+		for _, f := range netcheck.Fields {
 			k := [2]string{o.Interface, f}
 			if vals[k] == nil {
 				vals[k] = map[string]string{}
@@ -138,7 +138,7 @@ func allRows(rep *netcheck.Report) []netcheck.Disagreement {
 	}
 	var out []netcheck.Disagreement
 	for _, ifname := range rep.Interfaces {
-		for _, f := range []string{"exists", "state", "mtu", "addresses", "master"} {
+		for _, f := range netcheck.Fields {
 			if v := vals[[2]string{ifname, f}]; len(v) > 0 {
 				out = append(out, netcheck.Disagreement{Interface: ifname, Field: f, Values: v})
 			}

@@ -61,6 +61,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	drift map[string]int
+	total int // DriftCount as last set
 }
 
 const introspection = `
@@ -214,7 +215,8 @@ func (s *Server) StateChanged(plugin string) { s.emit("StateChanged", plugin) }
 
 // SetDrift records how many items of plugin are out of line; a non-zero
 // count that differs from the last one is signalled as DriftDetected, and
-// DriftCount (the sum over plugins) is updated with PropertiesChanged.
+// DriftCount (the sum over plugins) is updated with PropertiesChanged when
+// it changes.
 func (s *Server) SetDrift(plugin string, n int) {
 	s.mu.Lock()
 	prev, seen := s.drift[plugin]
@@ -223,11 +225,17 @@ func (s *Server) SetDrift(plugin string, n int) {
 	for _, v := range s.drift {
 		total += v
 	}
+	changed := total != s.total
+	s.total = total
 	s.mu.Unlock()
 	if n > 0 && (!seen || prev != n) {
 		s.emit("DriftDetected", plugin, uint32(n))
 	}
-	s.props.SetMust(Interface, "DriftCount", uint32(total))
+	// The daemon reports after every check; godbus's prop emits
+	// PropertiesChanged on every Set, so set only what changed.
+	if changed {
+		s.props.SetMust(Interface, "DriftCount", uint32(total))
+	}
 }
 
 // Applied signals a finished apply or correction.

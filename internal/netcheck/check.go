@@ -114,8 +114,8 @@ type consulted struct {
 	obs      []Observation
 }
 
-// Fields in the order they are reported.
-var fields = []string{"exists", "state", "mtu", "addresses", "master"}
+// Fields are the compared fields, in the order they are reported.
+var Fields = []string{"exists", "state", "mtu", "addresses", "master"}
 
 const ovsdbSource = "ovsdb"
 
@@ -138,7 +138,7 @@ func compare(cons []consulted) ([]string, []Disagreement) {
 	var out []Disagreement
 	for _, ifname := range names {
 		seen := by[ifname]
-		for _, f := range fields {
+		for _, f := range Fields {
 			vals := map[string]string{}
 			for _, c := range cons {
 				o, ok := seen[c.name]

@@ -8,19 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/op-dbus/op-dbus/internal/testbed"
 )
 
 // needNix returns nix-instantiate, skips without it, and fails in CI.
 func needNix(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("nix-instantiate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nix-instantiate not found (install Debian's nix-bin)")
-		}
-		t.Skip("nix-instantiate not found: install Debian's nix-bin to run this test")
-	}
-	return p
+	return testbed.Program(t, "nix-instantiate", "nix-bin")
 }
 
 // nixEval evaluates the Nix file at path strictly and returns its JSON.

@@ -10,7 +10,7 @@ import (
 
 // Packages lists the Debian packages the beds need to start. SetTimezone
 // also needs tzdata, SetLocale of a locale not generated yet needs locales.
-const Packages = "dbus dbus-user-session systemd util-linux mount procps iproute2 openvswitch-switch network-manager"
+const Packages = "dbus dbus-user-session systemd util-linux mount procps busybox iproute2 openvswitch-switch network-manager"
 
 // NewUserManager starts a UserManager in a new temp dir for t and registers
 // its Close (then the dir's removal) with t.Cleanup. If the bed cannot be
@@ -80,4 +80,19 @@ func unavailable(t testing.TB, what string, err error) {
 		t.Skipf("testbed: cannot start %s: %v", what, err)
 	}
 	t.Skipf("testbed: cannot start %s (needs root and Debian packages %s): %v", what, Packages, err)
+}
+
+// Program returns the path of the program name, which a test needs as a
+// tool or an oracle. Without it the test fails when CI=true and is skipped
+// otherwise, naming the Debian package that provides it.
+func Program(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := needProgram(name, pkg)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("testbed: %v", err)
+		}
+		t.Skipf("testbed: %v", err)
+	}
+	return p
 }

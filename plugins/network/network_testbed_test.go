@@ -2,7 +2,6 @@ package network
 
 import (
 	"context"
-	"os"
 	"reflect"
 	"runtime"
 	"slices"
@@ -302,9 +301,7 @@ func peerBed(t *testing.T, bed *testbed.NetNS) *testbed.NetNS {
 
 func busyboxPing(t *testing.T, bed *testbed.NetNS, target string) bool {
 	t.Helper()
-	if _, err := os.Stat("/usr/bin/busybox"); err != nil {
-		t.Skip("busybox (for its ping, the reachability oracle) is not installed: apt-get install busybox")
-	}
+	testbed.Program(t, "busybox", "busybox") // its ping is the reachability oracle
 	_, err := bed.Exec(tctx(t), "busybox", "ping", "-c", "1", "-W", "2", target)
 	return err == nil
 }
