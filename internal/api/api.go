@@ -17,18 +17,18 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/op-dbus/op-dbus/internal/control"
-	"github.com/op-dbus/op-dbus/internal/ledger"
-	"github.com/op-dbus/op-dbus/internal/state"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/op-dbus/op-dbus/internal/control"
+	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/ledger"
+	"github.com/op-dbus/op-dbus/internal/state"
 )
 
 // DriftStatus is what the daemon knows about drift.
@@ -190,6 +190,15 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code,
 	writeJSON(w, status, errorBody{Error: msg, Code: code, Problems: ps})
 }
 
+// failErr answers with err's kind's status and code (internal/errkind).
+func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	status := errkind.HTTPStatus(err)
+	if status == http.StatusInternalServerError {
+		status = statusFor(r.Context(), status)
+	}
+	h.fail(w, r, status, errkind.Code(err), err.Error(), nil)
+}
+
 // refuse records a refused write in the audit log. With limit (requests
 // that never authenticated) it records at most one a second and counts the
 // rest, so that nobody can fill the disk by knocking.
@@ -212,16 +221,7 @@ func (h *handler) refuse(ctx context.Context, msg string, limit bool) {
 	}
 	h.refuseMu.Unlock()
 
-	if err := os.MkdirAll(h.opts.StateDir, 0o700); err != nil {
-		return
-	}
-	l, err := ledger.Open(filepath.Join(h.opts.StateDir, "audit"))
-	if err != nil {
-		return
-	}
-	defer l.Close()
-	a := ledger.Actor{UID: os.Getuid(), Client: clientOf(ctx)}
-	_, _ = l.Append(ledger.Entry{Time: now.UTC(), Kind: "apply", Source: "api", Actor: a, Result: "refused", Message: msg})
+	h.svc.Refuse("apply", clientOf(ctx), msg)
 	h.opts.Metrics.Applied("refused", "api", 0)
 }
 
@@ -415,18 +415,20 @@ func (h *handler) getState(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	res, err := h.svc.Query(r.Context(), plugins)
 	if err != nil {
-		if strings.HasPrefix(err.Error(), "unknown plugin") {
-			h.fail(w, r, http.StatusNotFound, "unknown_plugin", err.Error(), nil)
-			return
-		}
-		h.fail(w, r, http.StatusInternalServerError, "query_failed", err.Error(), nil)
+		h.failErr(w, r, err)
 		return
 	}
 	// Only known plugins reach here, so labels cannot be made up by callers.
 	h.opts.Metrics.ObserveQuery(label, time.Since(start))
 	if len(plugins) == 1 {
-		if e, ok := res.Errors[plugins[0]]; ok {
-			h.fail(w, r, http.StatusServiceUnavailable, "query_failed", plugins[0]+": "+e, nil)
+		// A plugin asked for by name that cannot be read is an error: 503
+		// when its service is absent, 500 when it failed.
+		if err := res.Failure(plugins[0]); err != nil {
+			status := http.StatusInternalServerError
+			if errkind.Is(err, errkind.Unavailable) {
+				status = http.StatusServiceUnavailable
+			}
+			h.fail(w, r, status, "query_failed", plugins[0]+": "+err.Error(), nil)
 			return
 		}
 	}
@@ -471,16 +473,11 @@ func (h *handler) apply(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	res, err := h.svc.Apply(r.Context(), req.PlanHash, clientOf(r.Context()), within)
 	d := time.Since(start)
-	switch {
-	case errors.Is(err, control.ErrUnknownPlan):
+	switch k := errkind.Of(err); {
+	case err != nil && (k == errkind.UnknownPlan || k == errkind.StalePlan || k == errkind.Locked || k == errkind.Unsupported):
+		// Refused, and audited by the service.
 		h.opts.Metrics.Applied("refused", "api", d)
-		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Code: "unknown_plan"})
-	case errors.Is(err, control.ErrStalePlan):
-		h.opts.Metrics.Applied("refused", "api", d)
-		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Code: "stale_plan"})
-	case err != nil && strings.Contains(err.Error(), "another op-dbus transaction holds"):
-		h.opts.Metrics.Applied("refused", "api", d)
-		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Code: "locked"})
+		writeJSON(w, errkind.HTTPStatus(err), errorBody{Error: err.Error(), Code: errkind.Code(err)})
 	case err != nil:
 		h.opts.Metrics.Applied("failed", "api", d)
 		writeJSON(w, statusFor(r.Context(), http.StatusInternalServerError), errorBody{Error: err.Error(), Code: "apply_failed"})
@@ -527,43 +524,32 @@ func (h *handler) auditList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"entries": es})
 }
 
-// openLog opens the audit log for reading; ok is false when it answered.
-func (h *handler) openLog(w http.ResponseWriter, r *http.Request) (*ledger.Log, uint64, bool) {
+// seq reads the entry number of an audit URL; ok is false when it answered.
+func (h *handler) seq(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 	n, err := strconv.ParseUint(r.PathValue("n"), 10, 64)
 	if err != nil {
 		h.fail(w, r, http.StatusBadRequest, "bad_request", fmt.Sprintf("audit entry %q: expected a sequence number (0, 1, ...)", r.PathValue("n")), nil)
-		return nil, 0, false
+		return 0, false
 	}
-	dir := filepath.Join(h.opts.StateDir, "audit")
-	if _, err := os.Stat(filepath.Join(dir, "entries")); h.opts.StateDir == "" || err != nil {
-		h.fail(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("audit entry %d: the audit log is empty", n), nil)
-		return nil, 0, false
-	}
-	l, err := ledger.Open(dir)
-	if err != nil {
-		h.fail(w, r, http.StatusInternalServerError, "audit_failed", err.Error(), nil)
-		return nil, 0, false
-	}
-	return l, n, true
+	return n, true
 }
 
-func (h *handler) auditErr(w http.ResponseWriter, r *http.Request, n uint64, err error) {
-	if errors.Is(err, ledger.ErrNotFound) {
+func (h *handler) auditErr(w http.ResponseWriter, r *http.Request, err error) {
+	if errkind.Is(err, errkind.NotFound) {
 		h.fail(w, r, http.StatusNotFound, "not_found", err.Error(), nil)
 		return
 	}
-	h.fail(w, r, http.StatusInternalServerError, "audit_failed", fmt.Sprintf("audit entry %d: %v", n, err), nil)
+	h.fail(w, r, http.StatusInternalServerError, "audit_failed", err.Error(), nil)
 }
 
 func (h *handler) auditEntry(w http.ResponseWriter, r *http.Request) {
-	l, n, ok := h.openLog(w, r)
+	n, ok := h.seq(w, r)
 	if !ok {
 		return
 	}
-	defer l.Close()
-	e, err := l.Get(n)
+	e, err := h.svc.AuditEntry(n)
 	if err != nil {
-		h.auditErr(w, r, n, err)
+		h.auditErr(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, e)
@@ -578,28 +564,21 @@ type ProofResponse struct {
 }
 
 func (h *handler) auditProof(w http.ResponseWriter, r *http.Request) {
-	l, n, ok := h.openLog(w, r)
+	n, ok := h.seq(w, r)
 	if !ok {
 		return
 	}
-	defer l.Close()
-	rc, err := l.InclusionProof(n)
+	rc, key, err := h.svc.AuditProof(n)
 	if err != nil {
-		h.auditErr(w, r, n, err)
+		h.auditErr(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ProofResponse{Receipt: rc, PublicKey: l.PublicKey()})
+	writeJSON(w, http.StatusOK, ProofResponse{Receipt: rc, PublicKey: key})
 }
 
 func (h *handler) auditSize() (uint64, bool) {
-	dir := filepath.Join(h.opts.StateDir, "audit")
-	if _, err := os.Stat(filepath.Join(dir, "entries")); h.opts.StateDir == "" || err != nil {
+	if h.opts.StateDir == "" {
 		return 0, false
 	}
-	l, err := ledger.Open(dir)
-	if err != nil {
-		return 0, false
-	}
-	defer l.Close()
-	return l.Size(), true
+	return h.svc.AuditSize()
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/ledger"
-	"github.com/op-dbus/op-dbus/internal/txn"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
 func TestTestbedAPI(t *testing.T) {
@@ -111,7 +111,7 @@ func TestTestbedAPI(t *testing.T) {
 
 	// Another transaction holds the lock: 409.
 	p = plan(`{"version":1,"plugins":{"hostname":{"location":"rack 4"}}}`)
-	unlock, err := txn.Lock(e.dir)
+	unlock, err := statedir.New(e.dir).Lock()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,14 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"github.com/op-dbus/op-dbus/internal/state"
-	"github.com/op-dbus/op-dbus/internal/txn"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/state"
 )
 
 func newApplyCmd(g *globals) *cobra.Command {
@@ -46,7 +46,7 @@ says what failed, what was undone, and anything that could not be undone).`,
 				return err
 			}
 			defer r.close()
-			return runTransaction(g, r.e, r.doc, "apply", t)
+			return runTransaction(g, r.svc, r.doc, "apply", t)
 		},
 	}
 	t.register(c)
@@ -66,8 +66,9 @@ func (t *txnFlags) register(c *cobra.Command) {
 }
 
 // runTransaction is apply, rollback and snapshot restore: plan, show,
-// confirm, then a journaled transaction with progress and verification.
-func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind string, t txnFlags) error {
+// confirm, then a journaled transaction with progress and verification,
+// all through the one transaction service.
+func runTransaction(g *globals, svc *control.Service, doc *state.Document, kind string, t txnFlags) error {
 	f, err := g.format("text")
 	if err != nil {
 		return err
@@ -77,97 +78,78 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 	}
 	ctx, cancel := g.context()
 	defer cancel()
-	var m *txnManager
-	if !t.dryRun {
-		unlock, err := txn.Lock(g.stateDir)
-		if err != nil {
-			g.recordRefusal(kind, err.Error())
-			return &exitError{ExitError, err}
-		}
-		defer unlock()
-		// The manager (audit log, snapshot store) is opened only when there
-		// is something to record: an interrupted transaction to finish now,
-		// or a non-empty plan below. A no-op apply stays a query and a plan.
-		j, err := txn.ReadJournal(g.stateDir)
-		if err != nil {
-			g.recordRefusal(kind, err.Error())
-			return &exitError{ExitError, err}
-		}
-		if j != nil {
-			if m, err = g.manager(e); err != nil {
-				return &exitError{ExitError, err}
-			}
-			if _, err := m.Recover(ctx); err != nil {
-				m.Close()
-				g.recordRefusal(kind, err.Error())
-				return &exitError{ExitError, err}
-			}
-		}
-		defer func() {
-			if m != nil {
-				m.Close()
-			}
-		}()
-	}
-	plan, err := e.Plan(ctx, doc)
-	if err != nil {
-		return &exitError{ExitError, err}
-	}
 	text := f == "text"
-	if text {
-		printPlan(g, plan)
-	}
-	if plan.Empty() || t.dryRun {
-		if !text {
-			return writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), DryRun: t.dryRun, Success: true})
+	if t.dryRun {
+		plan, err := svc.Engine().Plan(ctx, doc)
+		if err != nil {
+			return &exitError{ExitError, err}
 		}
-		if t.dryRun && !plan.Empty() {
+		if !text {
+			return writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), DryRun: true, Success: true})
+		}
+		printPlan(g, plan)
+		if !plan.Empty() {
 			fmt.Fprintln(g.stdout, "\nDry run: nothing was changed.")
 		}
 		return nil
 	}
-	if !t.yes {
-		if !confirm(g, fmt.Sprintf("\nApply %d %s?", len(plan.Ops), plural(len(plan.Ops), "change", "changes"))) {
-			return &exitError{ExitError, fmt.Errorf("%s cancelled; nothing was changed", kind)}
-		}
-	}
-	if m == nil {
-		if m, err = g.manager(e); err != nil {
-			return &exitError{ExitError, err}
-		}
-	}
-	if text {
-		e.Events = progressPrinter(g)
-		fmt.Fprintln(g.stdout)
-	}
+	pal := g.colors()
 	start := time.Now()
-	opt := txn.Options{Kind: kind, ConfirmWithin: t.confirmWithin, OnWait: func(deadline time.Time) {
-		if text {
-			pal := g.colors()
-			fmt.Fprintf(g.stdout, "\nVerifying... %s\n", pal.green("ok: the host matches the document"))
-			fmt.Fprintf(g.stdout, "%s\n", pal.bold(fmt.Sprintf("Waiting for confirmation until %s: run `op-dbus commit` within %s, or every change is rolled back.",
-				deadline.Local().Format("15:04:05"), t.confirmWithin)))
-		}
-	}}
-	out, err := m.Apply(ctx, doc, plan, opt)
-	if err != nil && out == nil {
+	req := control.Request{Kind: kind, Doc: doc, ConfirmWithin: t.confirmWithin,
+		Approve: func(plan *engine.Plan) error {
+			if text {
+				printPlan(g, plan)
+			}
+			if !t.yes && !confirm(g, fmt.Sprintf("\nApply %d %s?", len(plan.Ops), plural(len(plan.Ops), "change", "changes"))) {
+				return fmt.Errorf("%s cancelled; nothing was changed", kind)
+			}
+			start = time.Now()
+			if text {
+				fmt.Fprintln(g.stdout)
+			}
+			return nil
+		},
+		OnWait: func(deadline time.Time) {
+			if text {
+				fmt.Fprintf(g.stdout, "%s\n", pal.bold(fmt.Sprintf("Waiting for confirmation until %s: run `op-dbus commit` within %s, or every change is rolled back.",
+					deadline.Local().Format("15:04:05"), t.confirmWithin)))
+			}
+		}}
+	if text {
+		req.Events = progressPrinter(g)
+	}
+	out, err := svc.Transact(ctx, req)
+	if out == nil || out.Plan == nil {
 		return &exitError{ExitError, err}
 	}
-	res := out.Result
-	if !text {
-		if werr := writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), Result: res, Snapshot: out.Snapshot,
-			Unconfirmed: out.Unconfirmed, Success: out.Err() == nil && err == nil, Error: errString(out.Err())}); werr != nil {
-			return werr
+	plan := out.Plan
+	if out.Txn == nil { // nothing to do, or refused before any change
+		if err == nil && text {
+			printPlan(g, plan)
 		}
-		if out.Err() != nil || err != nil {
-			return &exitError{ExitError, firstErr(err, out.Err())}
+		if err == nil && !text {
+			err = writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), Success: true})
+		}
+		if err != nil {
+			return &exitError{ExitError, err}
 		}
 		return nil
 	}
-	pal := g.colors()
+	tx := out.Txn
+	res := tx.Result
+	if !text {
+		if werr := writeData(g.stdout, f, applyOut{Plan: planJSON(doc, plan), Result: res, Snapshot: tx.Snapshot,
+			Unconfirmed: tx.Unconfirmed, Success: tx.Err() == nil && err == nil, Error: errString(tx.Err())}); werr != nil {
+			return werr
+		}
+		if tx.Err() != nil || err != nil {
+			return &exitError{ExitError, firstErr(err, tx.Err())}
+		}
+		return nil
+	}
 	switch {
-	case out.Unconfirmed != nil:
-		rb := out.Unconfirmed
+	case tx.Unconfirmed != nil:
+		rb := tx.Unconfirmed
 		if rb.Verify.OK {
 			fmt.Fprintf(g.stdout, "%s\n", pal.red("No confirmation came in time: every change was rolled back, and that is verified."))
 		} else {
@@ -176,7 +158,7 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 				fmt.Fprintf(g.stdout, "  could not undo: %s.%s desired %s, current %s\n", mm.Plugin, mm.Path, show(mm.Desired), show(mm.Current))
 			}
 		}
-		return &exitError{ExitError, out.Err()}
+		return &exitError{ExitError, tx.Err()}
 	case res.Success && t.confirmWithin > 0:
 		fmt.Fprintln(g.stdout, pal.green(fmt.Sprintf("Confirmed. Applied %d %s.", len(plan.Ops), plural(len(plan.Ops), "change", "changes"))))
 	default:
@@ -184,8 +166,8 @@ func runTransaction(g *globals, e *engine.Engine, doc *state.Document, kind stri
 			return perr
 		}
 	}
-	if out.Snapshot != "" {
-		fmt.Fprintf(g.stdout, "%s\n", g.colors().dim("Snapshot before this change: "+out.Snapshot+" (undo with `op-dbus rollback`)"))
+	if tx.Snapshot != "" {
+		fmt.Fprintf(g.stdout, "%s\n", pal.dim("Snapshot before this change: "+tx.Snapshot+" (undo with `op-dbus rollback`)"))
 	}
 	if err != nil {
 		return &exitError{ExitError, err}
@@ -228,6 +210,10 @@ func progressPrinter(g *globals) func(engine.Event) {
 		if !ev.Done {
 			return
 		}
+		if ev.Phase == "verify" {
+			printVerification(g, ev.Verify)
+			return
+		}
 		n[ev.Phase]++
 		label := "apply"
 		if ev.Phase == "rollback" {
@@ -253,6 +239,23 @@ func roundDur(d time.Duration) time.Duration {
 	return d.Round(time.Microsecond)
 }
 
+// printVerification prints the verification of the apply phase as soon as
+// it is known: before any rollback line, so the reader sees why the undo
+// follows.
+func printVerification(g *globals, v *engine.Verification) {
+	pal := g.colors()
+	switch {
+	case v == nil:
+	case v.OK:
+		fmt.Fprintf(g.stdout, "\nVerifying... %s\n", pal.green("ok: the host matches the document"))
+	case v.Error == "" && len(v.Mismatches) > 0:
+		fmt.Fprintf(g.stdout, "\nVerifying... %s\n", pal.red("FAILED"))
+		for _, m := range v.Mismatches {
+			fmt.Fprintf(g.stdout, "  %s.%s desired %s, current %s\n", m.Plugin, m.Path, show(m.Desired), show(m.Current))
+		}
+	}
+}
+
 func printResult(g *globals, res *engine.Result, took time.Duration) error {
 	pal := g.colors()
 	w := g.stdout
@@ -263,15 +266,8 @@ func printResult(g *globals, res *engine.Result, took time.Duration) error {
 		}
 	}
 	if res.Success {
-		fmt.Fprintf(w, "\nVerifying... %s\n", pal.green("ok: the host matches the document"))
 		fmt.Fprintf(w, "%s\n", pal.green(fmt.Sprintf("Applied %d %s in %s.", applied, plural(applied, "change", "changes"), roundDur(took))))
 		return nil
-	}
-	if res.Verify.Error == "" && len(res.Verify.Mismatches) > 0 {
-		fmt.Fprintf(w, "\nVerifying... %s\n", pal.red("FAILED"))
-		for _, m := range res.Verify.Mismatches {
-			fmt.Fprintf(w, "  %s.%s desired %s, current %s\n", m.Plugin, m.Path, show(m.Desired), show(m.Current))
-		}
 	}
 	skipped := 0
 	for _, o := range res.Outcomes {

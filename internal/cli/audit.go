@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,24 +15,14 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/ledger"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
-func (g *globals) auditDir() string { return filepath.Join(g.stateDir, "audit") }
-
-// recordRefusal writes a refused request to the audit log, best effort:
-// the refusal itself is what the user sees.
-func (g *globals) recordRefusal(kind, message string) {
-	l, err := ledger.Open(g.auditDir())
-	if err != nil {
-		return
-	}
-	defer l.Close()
-	_, _ = l.Append(ledger.Entry{Time: time.Now().UTC(), Kind: kind, Source: "cli", Actor: ledger.LocalActor(""), Result: "refused", Message: message})
-}
+func (g *globals) auditDir() string { return statedir.New(g.stateDir).Audit() }
 
 // openAuditRead opens an existing log for reading; it never creates one.
 func (g *globals) openAuditRead() (*ledger.Log, error) {
-	if _, err := os.Stat(filepath.Join(g.auditDir(), "entries")); err != nil {
+	if !statedir.New(g.stateDir).HasAudit() {
 		return nil, &exitError{ExitError, fmt.Errorf("no audit log in %s yet (it is written by the first apply)", g.auditDir())}
 	}
 	l, err := ledger.Open(g.auditDir())

@@ -227,8 +227,3 @@ func goVersion() string {
 	}
 	return ""
 }
-
-// manager builds the transaction manager of the state directory.
-func (g *globals) manager(e *engine.Engine) (*txnManager, error) {
-	return newTxnManager(g, e)
-}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"maps"
 
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -27,9 +29,12 @@ state document. The output is itself a valid desired state: applying it to an
 unchanged host plans nothing, and after an out-of-band change it plans exactly
 the ops that restore what was captured.
 
-Plugins that cannot be read are listed under "errors" (ignored on input) and on
-stderr. The exit code is 1 when a plugin named with -p, or an available plugin,
-failed; an unavailable plugin not named with -p is only reported.`,
+Plugins whose service is absent on this host (no NetworkManager, no Open
+vSwitch) are listed under "unavailable"; plugins that failed although their
+service is there are listed under "errors". Both keys are ignored on input and
+both are also said on stderr. The exit code is 1 when a plugin failed, or when
+a plugin named with -p is unavailable; an unavailable plugin of a whole-host
+query is only reported (exit 0).`,
 		Example: `  op-dbus query > now.json
   op-dbus query -p systemd -o yaml
   op-dbus --user query -p systemd`,
@@ -42,40 +47,24 @@ failed; an unavailable plugin not named with -p is only reported.`,
 			if f == "text" {
 				f = "json"
 			}
-			e, done := g.engine()
+			svc, done := g.service()
 			defer done()
-			for _, n := range only {
-				if _, ok := e.Plugin(n); !ok {
-					return &exitError{ExitError, fmt.Errorf("unknown plugin %q (known: %s)", n, strings.Join(e.Names(), ", "))}
-				}
-			}
 			ctx, cancel := g.context()
 			defer cancel()
-			res := e.Query(ctx, only)
-			out := map[string]any{"version": state.Version}
-			plugins := map[string]any{}
-			errs := map[string]string{}
-			failed := false
-			for _, n := range sortedNames(res) {
-				r := res[n]
-				if r.Err != nil {
-					errs[n] = r.Err.Error()
-					fmt.Fprintf(g.stderr, "op-dbus: query: %s: %v\n", n, r.Err)
-					if len(only) > 0 || !isUnavailable(r.Err) {
-						failed = true
-					}
-					continue
-				}
-				plugins[n] = r.State
+			res, err := svc.Query(ctx, only)
+			if err != nil {
+				return &exitError{ExitError, err}
 			}
-			out["plugins"] = plugins
-			if len(errs) > 0 {
-				out["errors"] = errs
+			for _, n := range slices.Sorted(maps.Keys(res.Unavailable)) {
+				fmt.Fprintf(g.stderr, "op-dbus: query: %s: %v\n", n, res.Failure(n))
 			}
-			if err := writeData(g.stdout, f, out); err != nil {
+			for _, n := range slices.Sorted(maps.Keys(res.Errors)) {
+				fmt.Fprintf(g.stderr, "op-dbus: query: %s: %v\n", n, res.Failure(n))
+			}
+			if err := writeData(g.stdout, f, res); err != nil {
 				return err
 			}
-			if failed {
+			if res.Err() != nil {
 				return exitCode(ExitError)
 			}
 			return nil
@@ -85,23 +74,11 @@ failed; an unavailable plugin not named with -p is only reported.`,
 	return c
 }
 
-func isUnavailable(err error) bool {
-	return strings.HasPrefix(err.Error(), "unavailable:")
-}
-
-func sortedNames(m map[string]engine.QueryResult) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // docRun is what diff, verify and apply share: the output format, the
-// engine and the strictly decoded document.
+// transaction service (and its engine) and the strictly decoded document.
 type docRun struct {
 	format string
+	svc    *control.Service
 	e      *engine.Engine
 	doc    *state.Document
 	close  func()
@@ -113,13 +90,13 @@ func (g *globals) openDoc(path string) (*docRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, done := g.engine()
-	doc, err := e.Load(path)
+	svc, done := g.service()
+	doc, err := svc.Load(path)
 	if err != nil {
 		done()
 		return nil, &exitError{ExitError, err}
 	}
-	return &docRun{format: f, e: e, doc: doc, close: done}, nil
+	return &docRun{format: f, svc: svc, e: svc.Engine(), doc: doc, close: done}, nil
 }
 
 func newValidateCmd(g *globals) *cobra.Command {

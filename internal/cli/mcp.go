@@ -43,8 +43,9 @@ Diagnostics go to stderr; stdout carries only the protocol.`,
 			if !allowApply && confirmWithin != mcpserver.DefaultConfirmWithin {
 				fmt.Fprintln(g.stderr, "op-dbus: mcp: --confirm-within has no effect without --allow-apply")
 			}
-			svc := control.New(control.Options{StateDir: g.stateDir, User: g.user, OVSDB: g.ovsdb, Source: "mcp"})
-			defer svc.Close()
+			e, done := g.engine()
+			defer done()
+			svc := control.New(g.serviceOptions(e, "mcp"))
 			srv := mcpserver.New(svc, mcpserver.Options{AllowApply: allowApply, ConfirmWithin: confirmWithin, Version: Version})
 			// No --timeout here: the server lives as long as its client.
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

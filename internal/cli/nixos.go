@@ -15,6 +15,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/nixos"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
 
@@ -56,26 +57,33 @@ unless --force; files op-dbus does not write are never touched.`,
 			if err != nil {
 				return err
 			}
-			e, done := g.engine()
+			svc, done := g.service()
 			defer done()
+			e := svc.Engine()
 			ctx, cancel := g.context()
 			defer cancel()
 			in := nixos.Input{System: nixSystem()}
 			var doc *state.Document
+			// The whole-host query rule: an unavailable plugin is noted in
+			// REPORT.md; one that failed although available fails the
+			// command (after the files are written, so nothing is lost).
+			var queryErr error
 			switch {
 			case from == "":
-				res := e.Query(ctx, nil)
-				states := map[string]any{}
-				in.Errors = map[string]string{}
-				for n, r := range res {
-					if r.Err != nil {
-						in.Errors[n] = r.Err.Error()
-						fmt.Fprintf(g.stderr, "op-dbus: query: %s: %v\n", n, r.Err)
-						continue
-					}
-					states[n] = r.State
+				res, err := svc.Query(ctx, nil)
+				if err != nil {
+					return &exitError{ExitError, err}
 				}
-				b, err := json.Marshal(map[string]any{"version": state.Version, "plugins": states})
+				queryErr = res.Err()
+				in.Errors = map[string]string{}
+				for n, msg := range res.Unavailable {
+					in.Errors[n] = msg
+				}
+				for n, msg := range res.Errors {
+					in.Errors[n] = msg
+					fmt.Fprintf(g.stderr, "op-dbus: query: %s: %s\n", n, msg)
+				}
+				b, err := json.Marshal(map[string]any{"version": state.Version, "plugins": res.Plugins})
 				if err != nil {
 					return &exitError{ExitError, err}
 				}
@@ -110,9 +118,18 @@ unless --force; files op-dbus does not write are never touched.`,
 			}
 			names := append(files.Names(), []string{}...)
 			if f != "text" {
-				return writeData(g.stdout, f, map[string]any{"out": out, "files": names, "source": in.Source})
+				if err := writeData(g.stdout, f, map[string]any{"out": out, "files": names, "source": in.Source}); err != nil {
+					return err
+				}
+				if queryErr != nil {
+					return &exitError{ExitError, fmt.Errorf("nixos generate: the configuration lacks a plugin that failed: %w", queryErr)}
+				}
+				return nil
 			}
 			fmt.Fprintf(g.stdout, "Wrote %d files to %s from %s (see %s).\n", len(names), out, in.Source, filepath.Join(out, "REPORT.md"))
+			if queryErr != nil {
+				return &exitError{ExitError, fmt.Errorf("nixos generate: the configuration lacks a plugin that failed: %w", queryErr)}
+			}
 			return nil
 		},
 	}
@@ -132,7 +149,7 @@ func loadFrom(g *globals, types state.Types, validate state.Validator, from stri
 		doc, err := state.Load(from, types, validate)
 		return doc, "the state document " + from, err
 	}
-	st, err := snapshot.Open(filepath.Join(g.stateDir, "snapshots"))
+	st, err := snapshot.Open(statedir.New(g.stateDir).Snapshots())
 	if err != nil {
 		return nil, "", fmt.Errorf("--from %s: no such file, and no snapshot store: %w", from, err)
 	}

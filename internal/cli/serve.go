@@ -118,42 +118,35 @@ func runServe(g *globals, f *serveFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// One plugin set, so one connection per source (bus, netlink, OVSDB)
+	// for the whole process, and one transaction service over it. The
+	// daemon, the API, MCP, the D-Bus service and the search index keeper
+	// each get a view of that service with their own audit-log source.
+	// Reads go through a short-lived cache that every change signal the
+	// daemon receives invalidates: exact for what it watches, at most a
+	// second old for the rest; plan and apply always read live.
 	e, done := g.engine()
 	defer done()
+	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }
+	sopts := g.serviceOptions(e, "daemon")
+	sopts.QueryCacheTTL = time.Second
+	svc := control.New(sopts)
+	defer svc.Close()
 	opts := daemon.Options{StatePath: f.state, StateDir: g.stateDir, Mode: f.mode, User: g.user,
-		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures,
-		Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}
+		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures, Log: logf}
 	if format == "json" {
 		opts.Events = g.stdout
 	}
 	apiOn := f.apiSocket != "" || f.apiListen != ""
 	dbusOn := f.dbusBus != "none" && f.dbusBus != ""
-	var metrics *api.Metrics
-	var svc *control.Service
-	var sinks fanout
-	// The API and the D-Bus service each have their own control.Service
-	// (plans are applied where they were made; the audit log records the
-	// source) reading state from a short-lived cache that every change
-	// signal the daemon receives invalidates: exact for what it watches,
-	// at most a second old for the rest.
-	newSvc := func(source string) *control.Service {
-		s := control.New(control.Options{StateDir: g.stateDir, User: g.user, OVSDB: g.ovsdb, Source: source, QueryCacheTTL: time.Second})
-		sinks = append(sinks, invalidator{s})
-		return s
-	}
 	if (f.mcp || f.mcpAllowApply) && !apiOn {
 		return &exitError{ExitError, errors.New("--mcp serves MCP on the API's listeners: give --api-socket (and/or --api-listen with --api-token-file) too")}
 	}
-	var mcpSvc *control.Service
+	listeners := fanout{invalidator{svc}}
+	var metrics *api.Metrics
 	if apiOn {
-		svc = newSvc("api")
-		defer svc.Close()
 		metrics = api.NewMetrics(nil)
-		sinks = append(sinks, metrics)
-		if f.mcp {
-			mcpSvc = newSvc("mcp")
-			defer mcpSvc.Close()
-		}
+		listeners = append(listeners, metrics)
 	}
 	if dbusOn {
 		bus := dbusx.Bus(f.dbusBus)
@@ -162,21 +155,16 @@ func runServe(g *globals, f *serveFlags) error {
 		}
 		kctx, kcancel := context.WithCancel(ctx)
 		defer kcancel()
-		dsvc := newSvc("dbus")
-		defer dsvc.Close()
 		k := dbusservice.Keep(kctx, func(ctx context.Context) (*dbus.Conn, error) { return dbusx.Open(ctx, bus) },
-			dsvc, dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: opts.Log})
-		sinks = append(sinks, dbusSink{k})
+			svc.As("dbus"), dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: logf})
+		listeners = append(listeners, dbusSink{k})
 	}
 	// The search index of the state directory, if one was built, is kept
-	// current from the same events.
-	// It queries through plugins of its own, not the daemon's.
-	ie, idone := g.engine()
-	defer idone()
-	ik := newIndexKeeper(g, ie, opts.Log)
-	sinks = append(sinks, ik)
-	opts.Metrics = sinks
-	d, err := daemon.New(e, opts)
+	// current from the same events, read through the same plugins.
+	ik := newIndexKeeper(g, e, logf)
+	listeners = append(listeners, ik)
+	opts.Listener = listeners
+	d, err := daemon.New(svc.As("daemon"), opts)
 	if err != nil {
 		return &exitError{ExitError, err}
 	}
@@ -202,11 +190,11 @@ func runServe(g *globals, f *serveFlags) error {
 		aopts := api.Options{Drift: driftStatus{d}, Metrics: metrics, MaxBody: f.maxBody,
 			ConfirmWithin: f.confirmWithin, StateDir: g.stateDir}
 		if f.mcp {
-			msrv := mcpserver.New(mcpSvc, mcpserver.Options{AllowApply: f.mcpAllowApply, ConfirmWithin: f.confirmWithin, Version: Version})
+			msrv := mcpserver.New(svc.As("mcp"), mcpserver.Options{AllowApply: f.mcpAllowApply, ConfirmWithin: f.confirmWithin, Version: Version})
 			aopts.MCP = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return msrv.MCP() },
 				&mcp.StreamableHTTPOptions{SessionTimeout: 30 * time.Minute, MaxRequestBodyBytes: api.DefaultMaxBody})
 		}
-		h := api.NewHandler(svc, aopts)
+		h := api.NewHandler(svc.As("api"), aopts)
 		lo := api.ListenOptions{Socket: f.apiSocket, Mode: os.FileMode(f.apiSocketMode), TCP: f.apiListen,
 			TokenFile: f.apiTokenFile, CertFile: f.apiCert, KeyFile: f.apiKey}
 		go func() {
@@ -246,8 +234,8 @@ func (s driftStatus) Status() api.DriftStatus {
 	return api.DriftStatus{Mode: st.Mode, Items: st.Items, LastCheck: st.LastCheck}
 }
 
-// fanout passes the daemon's events to every sink.
-type fanout []daemon.Metrics
+// fanout passes the daemon's events to every listener.
+type fanout []daemon.Listener
 
 func (f fanout) SetDrift(plugin string, n int) {
 	for _, m := range f {

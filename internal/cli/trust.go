@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 	"github.com/op-dbus/op-dbus/internal/txn"
 )
 
@@ -23,7 +23,9 @@ func newCommitCmd(g *globals) *cobra.Command {
 --confirm-within). Without a commit in time, that apply rolls every change back.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := txn.Commit(g.stateDir, wait); err != nil {
+			svc, done := g.service()
+			defer done()
+			if err := svc.Commit(wait); err != nil {
 				return &exitError{ExitError, err}
 			}
 			fmt.Fprintln(g.stdout, g.colors().green("Committed: the changes stay."))
@@ -44,16 +46,16 @@ that apply, as a new transaction: plan, confirm, apply, verify, audit. Changes
 made since to items that apply did not touch are left alone.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return g.withManager(func(e *engine.Engine, m *txnManager) error {
-				doc, last, err := m.LastDocument(e.Validate)
-				if err != nil {
-					return &exitError{ExitError, err}
-				}
-				if g.output == "" || g.output == "text" {
-					fmt.Fprintf(g.stdout, "Rolling back the apply of %s (document %s).\n\n", last.Time.Local().Format(time.RFC3339), short(last.Document))
-				}
-				return runTransaction(g, e, doc, "rollback", t)
-			})
+			svc, done := g.service()
+			defer done()
+			doc, last, err := svc.LastDocument()
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			if g.output == "" || g.output == "text" {
+				fmt.Fprintf(g.stdout, "Rolling back the apply of %s (document %s).\n\n", last.Time.Local().Format(time.RFC3339), short(last.Document))
+			}
+			return runTransaction(g, svc, doc, "rollback", t)
 		},
 	}
 	t.register(c)
@@ -86,18 +88,15 @@ snapshot of it is taken as well.`,
 		Short: "Capture the live state of every available plugin",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return g.withManager(func(e *engine.Engine, m *txnManager) error {
-				ctx, cancel := g.context()
-				defer cancel()
-				sn, err := m.Snapshot(ctx, plugins, tag)
-				if err != nil {
-					return &exitError{ExitError, fmt.Errorf("snapshot: %w", err)}
-				}
-				if err := m.Prune(keep, maxAge); err != nil {
-					return &exitError{ExitError, err}
-				}
-				return printSnapshots(g, []snapshot.Snapshot{*sn})
-			})
+			svc, done := g.service()
+			defer done()
+			ctx, cancel := g.context()
+			defer cancel()
+			sn, err := svc.Snapshot(ctx, plugins, tag, keep, maxAge)
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			return printSnapshots(g, []snapshot.Snapshot{*sn})
 		},
 	}
 	create.Flags().StringVar(&tag, "tag", "", "a name to find the snapshot by")
@@ -110,7 +109,7 @@ snapshot of it is taken as well.`,
 		Short: "List snapshots, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			st, err := snapshot.Open(g.stateDir + "/snapshots")
+			st, err := snapshot.Open(statedir.New(g.stateDir).Snapshots())
 			if err != nil {
 				return &exitError{ExitError, err}
 			}
@@ -202,7 +201,7 @@ snapshot of it is taken as well.`,
 		Short: "Make the host match a snapshot: plan, confirm, apply, verify, audit",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			e, done := g.engine()
+			svc, done := g.service()
 			defer done()
 			st, sn, err := openSnapshot(g, args[0])
 			if err != nil {
@@ -212,11 +211,12 @@ snapshot of it is taken as well.`,
 			if err != nil {
 				return &exitError{ExitError, err}
 			}
+			e := svc.Engine()
 			doc, err := txn.DocumentFrom(e, raw, e.Validate)
 			if err != nil {
 				return &exitError{ExitError, fmt.Errorf("snapshot %s: %w", sn.ID, err)}
 			}
-			return runTransaction(g, e, doc, "restore", t)
+			return runTransaction(g, svc, doc, "restore", t)
 		},
 	}
 	t.register(restore)
@@ -228,16 +228,14 @@ snapshot of it is taken as well.`,
 			if keep <= 0 && maxAge <= 0 {
 				return &exitError{ExitError, fmt.Errorf("say what to keep: --keep N and/or --max-age D")}
 			}
-			return g.withManager(func(e *engine.Engine, m *txnManager) error {
-				before, _ := m.Snapshots.List()
-				if err := m.Prune(keep, maxAge); err != nil {
-					return &exitError{ExitError, err}
-				}
-				after, _ := m.Snapshots.List()
-				n := len(before) - len(after)
-				fmt.Fprintf(g.stdout, "Removed %d %s (recorded in the audit log).\n", n, plural(n, "snapshot", "snapshots"))
-				return nil
-			})
+			svc, done := g.service()
+			defer done()
+			n, err := svc.PruneSnapshots(keep, maxAge)
+			if err != nil {
+				return &exitError{ExitError, err}
+			}
+			fmt.Fprintf(g.stdout, "Removed %d %s (recorded in the audit log).\n", n, plural(n, "snapshot", "snapshots"))
+			return nil
 		},
 	}
 	prune.Flags().IntVar(&keep, "keep", 0, "keep only the newest N snapshots")
@@ -247,7 +245,7 @@ snapshot of it is taken as well.`,
 }
 
 func openSnapshot(g *globals, ref string) (*snapshot.Store, *snapshot.Snapshot, error) {
-	st, err := snapshot.Open(g.stateDir + "/snapshots")
+	st, err := snapshot.Open(statedir.New(g.stateDir).Snapshots())
 	if err != nil {
 		return nil, nil, &exitError{ExitError, err}
 	}

@@ -14,20 +14,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/errkind"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/plugin"
-	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
-	"github.com/op-dbus/op-dbus/internal/txn"
 )
 
 // Modes.
@@ -36,8 +37,10 @@ const (
 	ModeEnforce = "enforce"
 )
 
-// Metrics is what the daemon reports to (api.Metrics satisfies it).
-type Metrics interface {
+// Listener hears what the daemon sees: change events, drift counts and
+// corrections (the API's metrics, the D-Bus service's signals, the search
+// index keeper and the query cache listen).
+type Listener interface {
 	SetDrift(plugin string, n int)
 	Event(source string)
 	Applied(result, source string, d time.Duration)
@@ -68,9 +71,9 @@ type Options struct {
 	Events io.Writer
 	// Log receives one-line messages for people (stderr, the journal).
 	Log func(format string, args ...any)
-	// Metrics, if set, is told about events, drift and corrections.
-	Metrics Metrics
-	// Watch enables the D-Bus watchers (tests of the loop turn them off).
+	// Listener, if set, is told about events, drift and corrections.
+	Listener Listener
+	// NoWatch turns the watchers off (tests of the loop alone).
 	NoWatch bool
 }
 
@@ -97,6 +100,7 @@ type pluginState struct {
 // Daemon watches and reconciles. Create with New, run with Run.
 type Daemon struct {
 	opts Options
+	svc  *control.Service
 	eng  *engine.Engine
 
 	mu        sync.Mutex
@@ -116,8 +120,9 @@ type Daemon struct {
 	wg       sync.WaitGroup
 }
 
-// New returns a daemon over eng's plugins.
-func New(eng *engine.Engine, opts Options) (*Daemon, error) {
+// New returns a daemon that corrects and records through svc (its view
+// for the daemon: control.Service.As("daemon")).
+func New(svc *control.Service, opts Options) (*Daemon, error) {
 	if opts.Mode == "" {
 		opts.Mode = ModeReport
 	}
@@ -142,7 +147,7 @@ func New(eng *engine.Engine, opts Options) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
 	}
-	return &Daemon{opts: opts, eng: eng, plugins: map[string]*pluginState{},
+	return &Daemon{opts: opts, svc: svc, eng: svc.Engine(), plugins: map[string]*pluginState{},
 		dirty: map[string]time.Time{}, kick: make(chan struct{}, 1), reload: make(chan struct{}, 1),
 		watchers: map[string]context.CancelFunc{}}, nil
 }
@@ -162,8 +167,8 @@ func (d *Daemon) Status() Status {
 // call it for every relevant signal; it never blocks and costs no memory
 // beyond one map entry per plugin, however many events arrive.
 func (d *Daemon) Changed(pluginName string) {
-	if d.opts.Metrics != nil {
-		d.opts.Metrics.Event(pluginName)
+	if d.opts.Listener != nil {
+		d.opts.Listener.Event(pluginName)
 	}
 	d.dirtyMu.Lock()
 	if _, ok := d.dirty[pluginName]; !ok {
@@ -250,7 +255,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			batch := d.dirty
 			d.dirty = map[string]time.Time{}
 			d.dirtyMu.Unlock()
-			for _, n := range sortedNames(batch) {
+			for _, n := range slices.Sorted(maps.Keys(batch)) {
 				d.evaluate(ctx, n, batch[n], "event")
 			}
 		case <-reconcile.C:
@@ -316,8 +321,8 @@ func (d *Daemon) doReload(ctx context.Context, why string) {
 	for n := range d.plugins {
 		if _, ok := doc.Plugins[n]; !ok {
 			delete(d.plugins, n)
-			if d.opts.Metrics != nil {
-				d.opts.Metrics.SetDrift(n, 0)
+			if d.opts.Listener != nil {
+				d.opts.Listener.SetDrift(n, 0)
 			}
 		}
 	}
@@ -338,7 +343,7 @@ func (d *Daemon) doReload(ctx context.Context, why string) {
 func (d *Daemon) reconcileAll(ctx context.Context, why string) {
 	doc := d.document()
 	now := time.Now()
-	for _, n := range sortedKeys(doc.Plugins) {
+	for _, n := range slices.Sorted(maps.Keys(doc.Plugins)) {
 		d.evaluate(ctx, n, now, why)
 	}
 }
@@ -381,8 +386,8 @@ func (d *Daemon) evaluate(ctx context.Context, name string, since time.Time, why
 	prevItems, prevSig := ps.items, ps.signature
 	ps.items, ps.signature = items, sig
 	d.mu.Unlock()
-	if d.opts.Metrics != nil {
-		d.opts.Metrics.SetDrift(name, items)
+	if d.opts.Listener != nil {
+		d.opts.Listener.SetDrift(name, items)
 	}
 	latency := time.Since(since)
 	if sig != prevSig {
@@ -451,28 +456,19 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 		return
 	}
 	ps.backoffLog = false
-	unlock, err := txn.Lock(d.opts.StateDir)
-	if err != nil {
+	start := time.Now()
+	res, err := d.svc.Transact(ctx, control.Request{Kind: "correction", Client: "op-dbus serve", Doc: sub})
+	if errkind.Is(err, errkind.Locked) {
 		d.opts.Log("enforce: %s: correction deferred: %v", name, err)
 		return
 	}
-	defer unlock()
-	m, closeM, err := d.manager()
-	if err != nil {
-		d.opts.Log("enforce: %s: %v", name, err)
-		return
+	if err == nil {
+		err = res.Err()
 	}
-	defer closeM()
-	if _, err := m.Recover(ctx); err != nil {
-		d.opts.Log("enforce: %s: recover interrupted transaction: %v", name, err)
-		return
+	if res != nil && res.Plan != nil {
+		plan = res.Plan
 	}
-	start := time.Now()
-	out, err := m.Apply(ctx, sub, plan, txn.Options{Kind: "correction"})
 	dur := time.Since(start)
-	if err == nil && out != nil {
-		err = out.Err()
-	}
 	result, backoffWhy := "success", ""
 	ev := map[string]any{"event": "correction", "plugin": name, "ops": len(plan.Ops), "duration_ms": dur.Milliseconds()}
 	if err != nil {
@@ -503,8 +499,8 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 	}
 	ev["result"] = result
 	d.emit(ev)
-	if d.opts.Metrics != nil {
-		d.opts.Metrics.Applied(result, "daemon", dur)
+	if d.opts.Listener != nil {
+		d.opts.Listener.Applied(result, "daemon", dur)
 	}
 	if backoffWhy != "" {
 		d.backOff(name, ps, backoffWhy)
@@ -525,44 +521,10 @@ func (d *Daemon) backOff(name string, ps *pluginState, why string) {
 	d.emit(map[string]any{"event": "backoff", "plugin": name, "reason": why, "seconds": ps.backoff.Seconds()})
 }
 
-func (d *Daemon) auditDir() string { return filepath.Join(d.opts.StateDir, "audit") }
-
-func (d *Daemon) manager() (*txn.Manager, func(), error) {
-	snaps, err := snapshot.Open(filepath.Join(d.opts.StateDir, "snapshots"))
-	if err != nil {
-		return nil, nil, err
-	}
-	log, err := ledger.Open(d.auditDir())
-	if err != nil {
-		return nil, nil, fmt.Errorf("audit log: %w (nothing is changed that cannot be recorded)", err)
-	}
-	if err := log.Corrupt(); err != nil {
-		log.Close()
-		return nil, nil, err
-	}
-	m := &txn.Manager{Dir: d.opts.StateDir, Engine: d.eng, Snapshots: snaps, Keep: 200,
-		Recorder: &txn.LedgerRecorder{Log: log, Source: "daemon", Client: "op-dbus serve"}, Log: d.opts.Log}
-	return m, func() { log.Close() }, nil
-}
-
-// audit appends one entry, best effort (a failure is logged).
+// audit appends one entry through the service, best effort.
 func (d *Daemon) audit(e ledger.Entry) {
-	e.Time = time.Now().UTC()
-	e.Source = "daemon"
 	e.Actor = ledger.LocalActor("op-dbus serve")
-	if err := os.MkdirAll(d.opts.StateDir, 0o700); err != nil {
-		d.opts.Log("audit log: %v", err)
-		return
-	}
-	l, err := ledger.Open(d.auditDir())
-	if err != nil {
-		d.opts.Log("audit log: %v", err)
-		return
-	}
-	defer l.Close()
-	if _, err := l.Append(e); err != nil {
-		d.opts.Log("audit log: %v", err)
-	}
+	d.svc.Note(e)
 }
 
 func (d *Daemon) statusLine() string {
@@ -599,22 +561,4 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
-}
-
-func sortedKeys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func sortedNames(m map[string]time.Time) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 )
@@ -115,7 +116,7 @@ func start(t *testing.T, f *fake, doc string, opts Options) (*Daemon, *events) {
 	ev := newEvents(t)
 	opts.Events = ev.w
 	opts.Log = func(format string, args ...any) { t.Logf(format, args...) }
-	d, err := New(engine.New([]plugin.Plugin{f}), opts)
+	d, err := New(control.New(control.Options{StateDir: opts.StateDir, Engine: engine.New([]plugin.Plugin{f})}).As("daemon"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +50,7 @@ func (d *Daemon) startWatchers(ctx context.Context, doc *state.Document) {
 	if d.opts.NoWatch {
 		return
 	}
-	for _, n := range sortedKeys(doc.Plugins) {
+	for _, n := range slices.Sorted(maps.Keys(doc.Plugins)) {
 		w := d.watcherFor(n, doc.Plugins[n])
 		var pw plugin.Watcher
 		if w == nil {

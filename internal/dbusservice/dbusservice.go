@@ -12,7 +12,6 @@ package dbusservice
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/godbus/dbus/v5/prop"
 
 	"github.com/op-dbus/op-dbus/internal/control"
+	"github.com/op-dbus/op-dbus/internal/errkind"
 )
 
 // Names on the bus.
@@ -31,10 +31,10 @@ const (
 	Path      = dbus.ObjectPath("/org/opdbus1")
 	Interface = "org.opdbus1.Manager"
 
+	// Error names: every other error's name comes from its kind
+	// (errkind.DBusName); these are the ones this package raises itself.
 	ErrInvalidArgs = "org.freedesktop.DBus.Error.InvalidArgs"
 	ErrAccess      = "org.freedesktop.DBus.Error.AccessDenied"
-	ErrUnknownPlan = "org.opdbus1.Error.UnknownPlan"
-	ErrStalePlan   = "org.opdbus1.Error.StalePlan"
 	ErrFailed      = "org.opdbus1.Error.Failed"
 )
 
@@ -147,7 +147,7 @@ func (s *Server) query(plugins []string) (string, *dbus.Error) {
 	defer cancel()
 	res, err := s.svc.Query(ctx, plugins)
 	if err != nil {
-		return "", dbusErr(ErrInvalidArgs, err)
+		return "", dbusErr(errkind.DBusName(err), err)
 	}
 	b, err := json.Marshal(res)
 	if err != nil {
@@ -165,7 +165,7 @@ func (s *Server) plan(doc string) (string, string, *dbus.Error) {
 	defer cancel()
 	p, err := s.svc.Plan(ctx, d)
 	if err != nil {
-		return "", "", dbusErr(ErrFailed, err)
+		return "", "", dbusErr(errkind.DBusName(err), err)
 	}
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -187,13 +187,8 @@ func (s *Server) apply(sender dbus.Sender, hash string) (string, *dbus.Error) {
 		return "", dbusErr(ErrAccess, err)
 	}
 	res, err := s.svc.Apply(ctx, hash, client, s.opts.ConfirmWithin)
-	switch {
-	case errors.Is(err, control.ErrUnknownPlan):
-		return "", dbusErr(ErrUnknownPlan, err)
-	case errors.Is(err, control.ErrStalePlan):
-		return "", dbusErr(ErrStalePlan, err)
-	case err != nil:
-		return "", dbusErr(ErrFailed, err)
+	if err != nil {
+		return "", dbusErr(errkind.DBusName(err), err)
 	}
 	s.Applied(hash, res.Success, "dbus")
 	b, err := json.Marshal(res)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -85,6 +87,7 @@ func (e *Engine) Apply(ctx context.Context, doc *state.Document, plan *Plan) *Re
 	}
 	if len(failed) == 0 {
 		res.Verify = e.verify(ctx, doc.Plugins)
+		emit(ctx, Event{Phase: "verify", Done: true, Verify: &res.Verify})
 		if res.Verify.OK {
 			res.Success = true
 			return res
@@ -94,6 +97,7 @@ func (e *Engine) Apply(ctx context.Context, doc *state.Document, plan *Plan) *Re
 		// Plugin errors already name what they were doing.
 		res.Err = fmt.Errorf("%s: %s", failed[0].Op.Plugin, failed[0].Error)
 		res.Verify = Verification{Error: "not verified: an op failed"}
+		emit(ctx, Event{Phase: "verify", Done: true, Verify: &res.Verify})
 	}
 	res.Rollback = e.rollback(ctx, plan, res.Outcomes)
 	return res
@@ -139,7 +143,7 @@ func (e *Engine) verify(ctx context.Context, desired map[string]any) Verificatio
 }
 
 func (e *Engine) verifyOnce(ctx context.Context, desired map[string]any) Verification {
-	names := sortedKeys(desired)
+	names := slices.Sorted(maps.Keys(desired))
 	cur := e.queryFor(ctx, desired)
 	var errs []error
 	current := map[string]any{}
@@ -232,7 +236,7 @@ func (e *Engine) rollback(ctx context.Context, plan *Plan, outcomes []Outcome) *
 func (e *Engine) Current(ctx context.Context, desired map[string]any) (map[string]any, error) {
 	cur := e.queryFor(ctx, desired)
 	out := map[string]any{}
-	for _, n := range sortedKeys(desired) {
+	for _, n := range slices.Sorted(maps.Keys(desired)) {
 		if cur[n].Err != nil {
 			return nil, &PluginError{n, cur[n].Err}
 		}
@@ -256,7 +260,7 @@ func (e *Engine) Restore(ctx context.Context, desired map[string]any) *RollbackR
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RollbackTimeout)
 	defer cancel()
 	rb := &RollbackResult{}
-	names := sortedKeys(desired)
+	names := slices.Sorted(maps.Keys(desired))
 	cur := e.queryFor(ctx, desired)
 	current := map[string]any{}
 	for _, n := range names {
@@ -350,11 +354,11 @@ func (e *Engine) runAll(ctx context.Context, phase string, ops []plugin.Op, fail
 			n := finished + running
 			go func(i, n int) {
 				op := ops[i]
-				e.emit(Event{Phase: phase, Op: op, Index: n, Total: len(ops)})
+				emit(ctx, Event{Phase: phase, Op: op, Index: n, Total: len(ops)})
 				start := time.Now()
 				err := e.applyOne(ctx, op)
 				d := time.Since(start)
-				e.emit(Event{Phase: phase, Op: op, Done: true, Err: err, Duration: d, Index: n, Total: len(ops)})
+				emit(ctx, Event{Phase: phase, Op: op, Done: true, Err: err, Duration: d, Index: n, Total: len(ops)})
 				mu.Lock()
 				out[i].Duration = d
 				if err != nil {

@@ -7,10 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/op-dbus/op-dbus/internal/errkind"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/state"
 )
@@ -18,9 +22,6 @@ import (
 // Engine drives a set of plugins.
 type Engine struct {
 	plugins map[string]plugin.Plugin
-	// Events, when set, receives progress as ops start and finish. It is
-	// called from several goroutines, one event at a time.
-	Events func(Event)
 	// Parallel bounds how many independent ops run at once.
 	Parallel int
 	// VerifyAttempts is how many times verification re-queries before it
@@ -28,8 +29,6 @@ type Engine struct {
 	VerifyAttempts int
 	// VerifyDelay is the pause between verification attempts.
 	VerifyDelay time.Duration
-
-	evMu sync.Mutex
 }
 
 // New returns an engine over the given plugins.
@@ -74,6 +73,21 @@ func (e *Engine) Validate(name string, st any) state.Problems {
 	return nil
 }
 
+// Known returns nil when every name is a plugin of this engine, or an
+// errkind.UnknownPlugin error naming the first that is not.
+func (e *Engine) Known(names []string) error {
+	for _, n := range names {
+		if _, ok := e.plugins[n]; !ok {
+			return e.unknown(n)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) unknown(n string) error {
+	return errkind.New(errkind.UnknownPlugin, fmt.Errorf("unknown plugin %q (known: %s)", n, strings.Join(e.Names(), ", ")))
+}
+
 // Load reads and strictly decodes a document for this engine's plugins.
 func (e *Engine) Load(path string) (*state.Document, error) {
 	return state.Load(path, e.Types(), e.Validate)
@@ -81,7 +95,10 @@ func (e *Engine) Load(path string) (*state.Document, error) {
 
 // Event is progress of an apply.
 type Event struct {
-	Phase string // "apply" or "rollback"
+	// Phase is "apply" or "rollback" for an op's start and end, or
+	// "verify" once the apply phase's result has been verified (Verify
+	// set), before any rollback starts.
+	Phase string
 	Op    plugin.Op
 	// Done is false when the op starts, true when it ends (Err set on failure).
 	Done     bool
@@ -89,15 +106,36 @@ type Event struct {
 	Duration time.Duration
 	Index    int // 1-based position of the op among the phase's ops
 	Total    int
+	Verify   *Verification
 }
 
-func (e *Engine) emit(ev Event) {
-	if e.Events == nil {
+// events is what WithEvents puts in a context.
+type events struct {
+	mu sync.Mutex
+	fn func(Event)
+}
+
+type eventsKey struct{}
+
+// WithEvents returns a context under which Apply (and the rollbacks it
+// runs) reports progress to fn, one event at a time although ops run in
+// several goroutines. Progress belongs to one call, not to the engine,
+// which front ends share.
+func WithEvents(ctx context.Context, fn func(Event)) context.Context {
+	if fn == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, eventsKey{}, &events{fn: fn})
+}
+
+func emit(ctx context.Context, ev Event) {
+	ev2, ok := ctx.Value(eventsKey{}).(*events)
+	if !ok {
 		return
 	}
-	e.evMu.Lock()
-	defer e.evMu.Unlock()
-	e.Events(ev)
+	ev2.mu.Lock()
+	defer ev2.mu.Unlock()
+	ev2.fn(ev)
 }
 
 // QueryResult is one plugin's live state or why it could not be read.
@@ -120,7 +158,7 @@ func (e *Engine) Query(ctx context.Context, names []string) map[string]QueryResu
 // queryFor reads the plugins of desired, each only as far as desired needs
 // where the plugin can (plugin.Scoped), in parallel.
 func (e *Engine) queryFor(ctx context.Context, desired map[string]any) map[string]QueryResult {
-	return e.query(ctx, sortedKeys(desired), desired)
+	return e.query(ctx, slices.Sorted(maps.Keys(desired)), desired)
 }
 
 func (e *Engine) query(ctx context.Context, names []string, desired map[string]any) map[string]QueryResult {
@@ -130,7 +168,7 @@ func (e *Engine) query(ctx context.Context, names []string, desired map[string]a
 	for _, n := range names {
 		p, ok := e.plugins[n]
 		if !ok {
-			out[n] = QueryResult{Plugin: n, Err: fmt.Errorf("unknown plugin %q", n)}
+			out[n] = QueryResult{Plugin: n, Err: e.unknown(n)}
 			continue
 		}
 		wg.Add(1)
@@ -140,7 +178,7 @@ func (e *Engine) query(ctx context.Context, names []string, desired map[string]a
 			r := QueryResult{Plugin: n}
 			sp, scoped := p.(plugin.Scoped)
 			if err := p.Available(ctx); err != nil {
-				r.Err = fmt.Errorf("unavailable: %w", err)
+				r.Err = errkind.New(errkind.Unavailable, fmt.Errorf("unavailable: %w", err))
 			} else if scoped && desired != nil {
 				r.State, r.Err = sp.QueryFor(ctx, desired[n])
 			} else {
@@ -203,7 +241,7 @@ func (e *Engine) Plan(ctx context.Context, doc *state.Document) (*Plan, error) {
 
 func (e *Engine) planAgainst(current, desired map[string]any) ([]plugin.Op, error) {
 	var ops []plugin.Op
-	for _, n := range sortedKeys(desired) {
+	for _, n := range slices.Sorted(maps.Keys(desired)) {
 		p := e.plugins[n]
 		pops, err := p.Plan(current[n], desired[n])
 		if err != nil {
@@ -218,14 +256,5 @@ func (e *Engine) planAgainst(current, desired map[string]any) ([]plugin.Op, erro
 }
 
 func docPlugins(doc *state.Document) []string {
-	return sortedKeys(doc.Plugins)
-}
-
-func sortedKeys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(doc.Plugins))
 }

@@ -125,11 +125,11 @@ func TestApplyOrdersAcrossPlugins(t *testing.T) {
 	b.after = []string{"a"}
 	e := New([]plugin.Plugin{b, a})
 	var seen []string
-	e.Events = func(ev Event) {
-		if ev.Done {
+	evCtx := WithEvents(context.Background(), func(ev Event) {
+		if ev.Done && ev.Op.ID != "" {
 			seen = append(seen, ev.Op.ID)
 		}
-	}
+	})
 	d := doc(map[string]map[string]string{"a": {"x": "new"}, "b": {"y": "new"}})
 	plan, err := e.Plan(context.Background(), d)
 	if err != nil {
@@ -138,7 +138,7 @@ func TestApplyOrdersAcrossPlugins(t *testing.T) {
 	if len(plan.Ops) != 2 || plan.Ops[0].ID != "a/x" || plan.Ops[1].DependsOn[0] != "a/x" {
 		t.Fatalf("plan %+v", plan.Ops)
 	}
-	res := e.Apply(context.Background(), d, plan)
+	res := e.Apply(evCtx, d, plan)
 	if !res.Success {
 		t.Fatalf("apply failed: %v", res.Err)
 	}
@@ -252,11 +252,11 @@ func TestCancelledApplyStillRollsBack(t *testing.T) {
 	d := doc(map[string]map[string]string{"a": {"x": "new", "bad": "new"}})
 	plan, _ := e.Plan(context.Background(), d)
 	ctx, cancel := context.WithCancel(context.Background())
-	e.Events = func(ev Event) {
+	ctx = WithEvents(ctx, func(ev Event) {
 		if ev.Done && ev.Op.ID == "a/bad" {
 			cancel()
 		}
-	}
+	})
 	res := e.Apply(ctx, d, plan)
 	if res.Success || res.Rollback == nil || !res.Rollback.Verify.OK {
 		t.Fatalf("rollback after cancel: %+v", res.Rollback)

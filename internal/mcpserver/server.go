@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"sort"
 	"strings"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/errkind"
 	"github.com/op-dbus/op-dbus/internal/introspect"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/netcheck"
@@ -95,11 +95,13 @@ type QueryInput struct {
 	Plugins []string `json:"plugins,omitempty" jsonschema:"plugin names to read (e.g. hostname, timedate, locale, systemd); all available plugins when empty"`
 }
 
-// QueryOutput is a state document of the live host (plus per-plugin errors).
+// QueryOutput is a state document of the live host, plus the plugins whose
+// service is absent here (unavailable) and those that failed (errors).
 type QueryOutput struct {
-	Version int               `json:"version"`
-	Plugins map[string]any    `json:"plugins"`
-	Errors  map[string]string `json:"errors,omitempty"`
+	Version     int               `json:"version"`
+	Plugins     map[string]any    `json:"plugins"`
+	Unavailable map[string]string `json:"unavailable,omitempty"`
+	Errors      map[string]string `json:"errors,omitempty"`
 }
 
 // DocumentInput carries a desired state document.
@@ -252,38 +254,15 @@ func (s *Server) addTools() {
 }
 
 func (s *Server) queryState(ctx context.Context, _ *mcp.CallToolRequest, in QueryInput) (*mcp.CallToolResult, *QueryOutput, error) {
-	if err := s.knownPlugins(ctx, in.Plugins); err != nil {
-		return nil, nil, err
-	}
 	r, err := s.svc.Query(ctx, in.Plugins)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := &QueryOutput{Version: r.Version, Plugins: r.Plugins, Errors: r.Errors}
+	out := &QueryOutput{Version: r.Version, Plugins: r.Plugins, Unavailable: r.Unavailable, Errors: r.Errors}
 	if out.Plugins == nil {
 		out.Plugins = map[string]any{}
 	}
 	return nil, out, nil
-}
-
-// knownPlugins rejects names no plugin has, listing the known ones.
-func (s *Server) knownPlugins(ctx context.Context, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	known := map[string]bool{}
-	var list []string
-	for _, p := range s.svc.Plugins(ctx) {
-		known[p.Name] = true
-		list = append(list, p.Name)
-	}
-	sort.Strings(list)
-	for _, n := range names {
-		if !known[n] {
-			return fmt.Errorf("unknown plugin %q (known: %s)", n, strings.Join(list, ", "))
-		}
-	}
-	return nil
 }
 
 func (s *Server) introspectBus(ctx context.Context, _ *mcp.CallToolRequest, in IntrospectInput) (*mcp.CallToolResult, *introspect.Result, error) {
@@ -377,11 +356,13 @@ func (s *Server) apply(ctx context.Context, req *mcp.CallToolRequest, in ApplyIn
 	}
 	r, err := s.svc.Apply(ctx, in.PlanHash, ClientIdentity(req.Session), s.opts.ConfirmWithin)
 	if err != nil {
-		switch {
-		case errors.Is(err, control.ErrUnknownPlan):
-			return nil, nil, fmt.Errorf("refused: %w (plan_hash must come from plan in this server; plan again)", err)
-		case errors.Is(err, control.ErrStalePlan):
-			return nil, nil, fmt.Errorf("refused: %w (the live state changed since planning; plan again)", err)
+		switch errkind.Of(err) {
+		case errkind.UnknownPlan:
+			return nil, nil, fmt.Errorf("refused (%s): %w (plan_hash must come from plan in this server; plan again)", errkind.Code(err), err)
+		case errkind.StalePlan:
+			return nil, nil, fmt.Errorf("refused (%s): %w (the live state changed since planning; plan again)", errkind.Code(err), err)
+		case errkind.Locked, errkind.Unsupported:
+			return nil, nil, fmt.Errorf("refused (%s): %w", errkind.Code(err), err)
 		}
 		return nil, nil, err
 	}
@@ -505,15 +486,15 @@ func (s *Server) readState(ctx context.Context, req *mcp.ReadResourceRequest) (*
 		if !ok || name == "" || strings.Contains(name, "/") {
 			return nil, mcp.ResourceNotFoundError(uri)
 		}
-		if err := s.knownPlugins(ctx, []string{name}); err != nil {
+		r, err := s.svc.Query(ctx, []string{name})
+		if errkind.Is(err, errkind.UnknownPlugin) {
 			return nil, mcp.ResourceNotFoundError(uri)
 		}
-		r, err := s.svc.Query(ctx, []string{name})
 		if err != nil {
 			return nil, err
 		}
-		if msg, bad := r.Errors[name]; bad {
-			return nil, fmt.Errorf("%s: %s", name, msg)
+		if err := r.Failure(name); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		st, ok := r.Plugins[name]
 		if !ok {

@@ -11,12 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/atomicfile"
+	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
 // Phase of a journaled transaction.
@@ -36,6 +37,9 @@ type Journal struct {
 	Deadline time.Time `json:"deadline,omitempty"`
 	Document string    `json:"document_hash"`
 	Snapshot string    `json:"snapshot,omitempty"`
+	// Source and Client: the front end and actor that started it.
+	Source string `json:"source,omitempty"`
+	Client string `json:"client,omitempty"`
 	// PreState is, per plugin, the pre-apply state of every item the plan
 	// touches: applying it undoes the transaction.
 	PreState map[string]json.RawMessage `json:"pre_state"`
@@ -43,8 +47,8 @@ type Journal struct {
 	Ops      int                        `json:"ops"`
 }
 
-func journalPath(dir string) string { return filepath.Join(dir, "journal.json") }
-func commitPath(dir string) string  { return filepath.Join(dir, "journal.commit") }
+func journalPath(dir string) string { return statedir.New(dir).Journal() }
+func commitPath(dir string) string  { return statedir.New(dir).CommitMark() }
 
 // ErrCorruptJournal means a journal exists but cannot be read; nothing is
 // applied until a person looks at it.
@@ -67,7 +71,7 @@ func ReadJournal(dir string) (*Journal, error) {
 		if err != nil {
 			why = err.Error()
 		}
-		return nil, fmt.Errorf("%w at %s (%s): the interrupted transaction cannot be undone automatically; check the host with `op-dbus verify`, then move the file away to continue", ErrCorruptJournal, journalPath(dir), why)
+		return nil, errkind.New(errkind.Damaged, fmt.Errorf("%w at %s (%s): the interrupted transaction cannot be undone automatically; check the host with `op-dbus verify`, then move the file away to continue", ErrCorruptJournal, journalPath(dir), why))
 	}
 	return &j, nil
 }

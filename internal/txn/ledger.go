@@ -2,6 +2,7 @@ package txn
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
@@ -24,8 +25,18 @@ func (r *LedgerRecorder) Record(rec Record) error {
 		Verified: rec.Verified, Result: rec.Result, Message: rec.Message,
 	}
 	e.Ops = append(opRecords(rec.Outcomes, ""), opRecords(rec.Undo, "undo ")...)
+	extra := map[string]string{}
 	if rec.Snapshot != "" {
-		e.Extra, _ = json.Marshal(map[string]string{"snapshot": rec.Snapshot})
+		extra["snapshot"] = rec.Snapshot
+	}
+	if rec.StartedBy != "" || rec.StartedFor != "" {
+		// A recovery runs in another process (the next command, the
+		// confirm timer): name whose transaction it undid.
+		extra["started_by"], extra["started_for"] = rec.StartedBy, rec.StartedFor
+		e.Message += fmt.Sprintf(" (the transaction was started by %s %s)", rec.StartedBy, rec.StartedFor)
+	}
+	if len(extra) > 0 {
+		e.Extra, _ = json.Marshal(extra)
 	}
 	_, err := r.Log.Append(e)
 	return err

@@ -8,15 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/errkind"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
 // Record is what a transaction tells the audit log.
@@ -33,6 +34,9 @@ type Record struct {
 	// Before and After hash the live state of the document's items before
 	// and after the transaction (state.HashOf).
 	Before, After string
+	// StartedBy and StartedFor name, on a recovery, the source and client
+	// of the transaction that was undone.
+	StartedBy, StartedFor string
 }
 
 // Recorder writes audit records.
@@ -79,8 +83,13 @@ type Options struct {
 	// ConfirmWithin, when set, waits that long after a verified apply for
 	// `op-dbus commit`; without it everything is rolled back.
 	ConfirmWithin time.Duration
-	// OnWait is called once the transaction waits for confirmation.
-	OnWait func(deadline time.Time)
+	// OnWait is called once the transaction waits for confirmation, with
+	// the journal's transaction ID.
+	OnWait func(id string, deadline time.Time)
+	// Source and Client name the front end and the actor that started the
+	// transaction; the journal keeps them so that a recovery by another
+	// process records whose change it undid.
+	Source, Client string
 }
 
 // Outcome is a transaction's result.
@@ -157,6 +166,7 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 		out.Snapshot = id
 	}
 	j := &Journal{Version: 1, ID: newID(), PID: os.Getpid(), Started: time.Now().UTC(), Phase: PhaseApplying,
+		Source: opt.Source, Client: opt.Client,
 		Document: doc.Hash(), Snapshot: out.Snapshot, PreState: pre, Items: items, Ops: len(plan.Ops)}
 	if err := writeJournal(m.Dir, j); err != nil {
 		return nil, fmt.Errorf("write journal: %w (nothing was changed)", err)
@@ -188,7 +198,7 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 			return out, err
 		}
 		if opt.OnWait != nil {
-			opt.OnWait(j.Deadline)
+			opt.OnWait(j.ID, j.Deadline)
 		}
 		if !m.waitCommit(ctx, j) {
 			out.Confirmed = false
@@ -196,7 +206,7 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 			if err := removeJournal(m.Dir); err != nil {
 				return out, err
 			}
-			rec.Result, rec.Message = "not-confirmed", fmt.Sprintf("not confirmed within %s; rolled back", opt.ConfirmWithin)
+			rec.Message = fmt.Sprintf("not confirmed within %s; rolled back", opt.ConfirmWithin)
 			rec.Undo = out.Unconfirmed.Outcomes
 			if !out.Unconfirmed.Verify.OK {
 				rec.Message += "; rollback incomplete: " + describeNotUndone(out.Unconfirmed)
@@ -322,13 +332,17 @@ func (m *Manager) Recover(ctx context.Context) (*engine.RollbackResult, error) {
 	desired := decodePre(m.Engine, j.PreState)
 	rb := m.Engine.Restore(ctx, desired)
 	verified := rb.Verify.OK
-	rec := Record{Kind: "recovery", Document: j.Document, Snapshot: j.Snapshot, Undo: rb.Outcomes, Verified: &verified}
+	rec := Record{Kind: "recovery", Document: j.Document, Snapshot: j.Snapshot, Undo: rb.Outcomes, Verified: &verified,
+		StartedBy: j.Source, StartedFor: j.Client}
 	for p := range j.PreState {
 		rec.Plugins = append(rec.Plugins, p)
 	}
 	sort.Strings(rec.Plugins)
 	if verified {
 		rec.Result, rec.Message = "recovered", fmt.Sprintf("transaction %s (%s) interrupted; rolled back and verified", j.ID, j.Phase)
+		if j.Phase == PhaseAwaitingConfirm && !time.Now().Before(j.Deadline) {
+			rec.Message = fmt.Sprintf("transaction %s not confirmed by its deadline %s; rolled back and verified", j.ID, j.Deadline.Format(time.RFC3339))
+		}
 		if err := removeJournal(m.Dir); err != nil {
 			return rb, err
 		}
@@ -374,12 +388,13 @@ func (m *Manager) writeLast(j *Journal) error {
 	if err != nil {
 		return err
 	}
-	return writeSynced(filepath.Join(m.Dir, "last-transaction.json"), b)
+	return writeSynced(statedir.New(m.Dir).LastTransaction(), b)
 }
 
 // LastDocument returns the document that undoes the last successful apply.
 func (m *Manager) LastDocument(validate state.Validator) (*state.Document, *Last, error) {
-	b, err := os.ReadFile(filepath.Join(m.Dir, "last-transaction.json"))
+	path := statedir.New(m.Dir).LastTransaction()
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("nothing to roll back: no apply has been recorded in %s", m.Dir)
 	}
@@ -388,7 +403,7 @@ func (m *Manager) LastDocument(validate state.Validator) (*state.Document, *Last
 	}
 	var l Last
 	if err := json.Unmarshal(b, &l); err != nil {
-		return nil, nil, fmt.Errorf("%s is corrupt: %v", filepath.Join(m.Dir, "last-transaction.json"), err)
+		return nil, nil, errkind.New(errkind.Damaged, fmt.Errorf("%s is corrupt: %v (move it away to forget the last apply)", path, err))
 	}
 	doc, err := DocumentFrom(m.Engine, l.PreState, validate)
 	return doc, &l, err

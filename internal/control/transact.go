@@ -1,0 +1,305 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/ledger"
+	"github.com/op-dbus/op-dbus/internal/snapshot"
+	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/txn"
+)
+
+// Deadlines keeps a waiting transaction's confirm deadline outside the
+// process that waits, so it is honoured even if that process dies: at the
+// deadline something runs `op-dbus recover --if-deadline-passed`.
+type Deadlines interface {
+	// Ready returns nil when deadlines can be kept, or why not.
+	Ready(ctx context.Context) error
+	// Arm keeps the deadline of transaction id.
+	Arm(ctx context.Context, id string, deadline time.Time) error
+	// Disarm forgets it (the transaction was committed or rolled back).
+	Disarm(ctx context.Context, id string) error
+}
+
+// Request is one transaction.
+type Request struct {
+	// Kind is recorded in the audit log: apply, rollback, restore, correction.
+	Kind string
+	// Client names who asked (an MCP client, an API token, a D-Bus sender).
+	Client string
+	Doc    *state.Document
+	// PlanHash, when set, must be the hash of the plan made under the lock
+	// (the plan a front end showed); otherwise the apply is refused as stale.
+	PlanHash string
+	// Approve, when set, sees the plan made under the lock before anything
+	// changes and may refuse it (a person answering no).
+	Approve func(*engine.Plan) error
+	// ConfirmWithin, when set, waits that long after a verified apply for
+	// `op-dbus commit`; without it everything is rolled back.
+	ConfirmWithin time.Duration
+	// OnWait is told when the transaction starts waiting for confirmation.
+	OnWait func(deadline time.Time)
+	// Events receives progress (engine.WithEvents).
+	Events func(engine.Event)
+}
+
+// Outcome is a transaction's result.
+type Outcome struct {
+	// Plan is the plan made under the lock.
+	Plan *engine.Plan
+	// Recovered is set when an interrupted transaction was rolled back first.
+	Recovered *engine.RollbackResult
+	// Txn is the transaction's result; nil when the plan was empty.
+	Txn *txn.Outcome
+}
+
+// Err is nil when the transaction applied and verified (or had nothing to do).
+func (o *Outcome) Err() error {
+	if o == nil || o.Txn == nil {
+		return nil
+	}
+	return errkind.New(errkind.Failed, o.Txn.Err())
+}
+
+// Transact is the one path by which op-dbus changes a host: take the state
+// directory's lock, finish any interrupted transaction, plan, check the
+// plan hash, let the caller approve, then apply as a journaled transaction
+// (snapshot, apply in order, verify, roll back on failure, optionally wait
+// for confirmation) recorded in the audit log. Refusals are recorded too.
+func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
+	if req.Kind == "" {
+		req.Kind = "apply"
+	}
+	if req.ConfirmWithin > 0 && s.opts.Deadlines != nil {
+		if err := s.opts.Deadlines.Ready(ctx); err != nil {
+			err = errkind.New(errkind.Unsupported, fmt.Errorf("--confirm-within: %w", err))
+			s.Refuse(req.Kind, req.Client, err.Error())
+			return nil, err
+		}
+	}
+	unlock, err := s.dir.Lock()
+	if err != nil {
+		s.Refuse(req.Kind, req.Client, err.Error())
+		return nil, err
+	}
+	defer unlock()
+	out := &Outcome{}
+	// The audit log and snapshot store are opened only when there is
+	// something to record: an interrupted transaction to finish now, or a
+	// non-empty plan below. A no-op apply stays a query and a plan.
+	var m *txn.Manager
+	var closeM func()
+	defer func() {
+		if closeM != nil {
+			closeM()
+		}
+	}()
+	j, err := txn.ReadJournal(s.StateDir())
+	if err != nil {
+		s.Refuse(req.Kind, req.Client, err.Error())
+		return nil, err
+	}
+	if j != nil {
+		if m, closeM, err = s.manager(req.Client); err != nil {
+			return nil, err
+		}
+		if out.Recovered, err = m.Recover(ctx); err != nil {
+			s.Refuse(req.Kind, req.Client, err.Error())
+			return nil, errkind.New(errkind.Damaged, err)
+		}
+		s.disarm(ctx, j.ID)
+	}
+	p, err := s.engine.Plan(ctx, req.Doc)
+	if err != nil {
+		return nil, err
+	}
+	out.Plan = p
+	if req.PlanHash != "" && hashPlan(req.Doc, p) != req.PlanHash {
+		s.Refuse(req.Kind, req.Client, "apply of plan "+req.PlanHash+": "+ErrStalePlan.Error())
+		return out, ErrStalePlan
+	}
+	if p.Empty() {
+		return out, nil
+	}
+	if req.Approve != nil {
+		if err := req.Approve(p); err != nil {
+			return out, err
+		}
+	}
+	if m == nil {
+		if m, closeM, err = s.manager(req.Client); err != nil {
+			return out, err
+		}
+	}
+	var armed string
+	opt := txn.Options{Kind: req.Kind, Source: s.source, Client: req.Client, ConfirmWithin: req.ConfirmWithin,
+		OnWait: func(id string, deadline time.Time) {
+			if s.opts.Deadlines != nil {
+				if err := s.opts.Deadlines.Arm(ctx, id, deadline); err != nil {
+					s.opts.Log("confirm deadline: %v (it is kept by this process only)", err)
+				} else {
+					armed = id
+				}
+			}
+			if req.OnWait != nil {
+				req.OnWait(deadline)
+			}
+		}}
+	out.Txn, err = m.Apply(engine.WithEvents(ctx, req.Events), req.Doc, p, opt)
+	if armed != "" {
+		s.disarm(context.WithoutCancel(ctx), armed)
+	}
+	return out, err
+}
+
+func (s *Service) disarm(ctx context.Context, id string) {
+	if s.opts.Deadlines == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.opts.Deadlines.Disarm(ctx, id); err != nil {
+		s.opts.Log("confirm deadline of transaction %s: %v", id, err)
+	}
+}
+
+// Recover finishes what an interrupted transaction left: if a journal
+// exists and no live op-dbus holds the lock, the transaction is rolled
+// back, verified and audited (naming the source and client that started
+// it). It returns nil, nil when there was nothing to do or the journal's
+// owner is alive. With ifDeadlinePassed it acts only on a transaction that
+// waits for a confirmation whose deadline has passed (what the confirm
+// timer runs).
+func (s *Service) Recover(ctx context.Context, ifDeadlinePassed bool) (*engine.RollbackResult, error) {
+	j, err := txn.ReadJournal(s.StateDir())
+	if err != nil || j == nil {
+		return nil, err
+	}
+	unlock, err := s.dir.Lock()
+	if err != nil {
+		if errkind.Is(err, errkind.Locked) {
+			return nil, nil // a live transaction owns the journal
+		}
+		return nil, err
+	}
+	defer unlock()
+	if j, err = txn.ReadJournal(s.StateDir()); err != nil || j == nil {
+		return nil, err
+	}
+	if ifDeadlinePassed && (j.Phase != txn.PhaseAwaitingConfirm || time.Now().Before(j.Deadline)) {
+		return nil, nil
+	}
+	m, closeM, err := s.manager("")
+	if err != nil {
+		return nil, err
+	}
+	defer closeM()
+	rb, err := m.Recover(ctx)
+	if err != nil {
+		return rb, errkind.New(errkind.Damaged, err)
+	}
+	s.disarm(ctx, j.ID)
+	return rb, nil
+}
+
+// PendingJournal returns the journal of a transaction that has not ended
+// (nil if none).
+func (s *Service) PendingJournal() (*txn.Journal, error) { return txn.ReadJournal(s.StateDir()) }
+
+// Commit confirms the transaction waiting for confirmation (in this or
+// another process) and waits up to wait for it to acknowledge.
+func (s *Service) Commit(wait time.Duration) error { return txn.Commit(s.StateDir(), wait) }
+
+// Snapshot takes a snapshot of the named plugins (every available one when
+// none are named) and applies retention, under the lock.
+func (s *Service) Snapshot(ctx context.Context, plugins []string, tag string, keep int, maxAge time.Duration) (*snapshot.Snapshot, error) {
+	unlock, err := s.dir.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	m, closeM, err := s.manager("")
+	if err != nil {
+		return nil, err
+	}
+	defer closeM()
+	sn, err := m.Snapshot(ctx, plugins, tag)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return sn, m.Prune(keep, maxAge)
+}
+
+// PruneSnapshots applies a retention policy now, recorded in the audit log.
+func (s *Service) PruneSnapshots(keep int, maxAge time.Duration) (int, error) {
+	unlock, err := s.dir.Lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	m, closeM, err := s.manager("")
+	if err != nil {
+		return 0, err
+	}
+	defer closeM()
+	before, err := m.Snapshots.List()
+	if err != nil {
+		return 0, err
+	}
+	if err := m.Prune(keep, maxAge); err != nil {
+		return 0, err
+	}
+	after, err := m.Snapshots.List()
+	return len(before) - len(after), err
+}
+
+// LastDocument is the document that undoes the last successful apply
+// (what `op-dbus rollback` applies).
+func (s *Service) LastDocument() (*state.Document, *txn.Last, error) {
+	m := &txn.Manager{Dir: s.StateDir(), Engine: s.engine}
+	return m.LastDocument(s.engine.Validate)
+}
+
+// manager opens the transaction manager over the state directory's
+// snapshot store and audit log; the audit log must be healthy, because
+// op-dbus changes nothing it cannot record.
+func (s *Service) manager(client string) (*txn.Manager, func(), error) {
+	if err := s.dir.Ensure(); err != nil {
+		return nil, nil, err
+	}
+	snaps, err := snapshot.Open(s.dir.Snapshots())
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := s.openLog()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := log.Corrupt(); err != nil {
+		log.Close()
+		return nil, nil, errkind.New(errkind.Damaged, fmt.Errorf("%w; op-dbus changes nothing it cannot record: run `op-dbus audit verify`", err))
+	}
+	keep := s.opts.SnapshotKeep
+	m := &txn.Manager{Dir: s.StateDir(), Engine: s.engine, Snapshots: snaps, Keep: keep, MaxAge: s.opts.SnapshotMaxAge,
+		Recorder: &txn.LedgerRecorder{Log: log, Source: s.source, Client: client}, Log: s.opts.Log}
+	return m, func() { log.Close() }, nil
+}
+
+// openLog opens (creating) the audit log and reports crash repairs.
+func (s *Service) openLog() (*ledger.Log, error) {
+	if err := s.dir.Ensure(); err != nil {
+		return nil, err
+	}
+	log, err := ledger.Open(s.dir.Audit())
+	if err != nil {
+		return nil, errkind.New(errkind.Damaged, fmt.Errorf("audit log: %w (op-dbus changes nothing it cannot record)", err))
+	}
+	for _, r := range log.Repairs() {
+		s.opts.Log("audit log repaired after a crash: %s", r)
+	}
+	return log, nil
+}
