@@ -260,6 +260,9 @@ func (m *Manager) snapshot(ctx context.Context, plugins []string, reason, tag st
 	if err := m.Prune(m.Keep, m.MaxAge); err != nil {
 		return "", err
 	}
+	if err := m.noteDamage(); err != nil {
+		return "", err
+	}
 	if snapshot.BtrfsSubvolume(m.Dir) {
 		if p, err := snapshot.BtrfsSnapshot(ctx, m.Dir, sn.Time.Format("20060102T150405Z")+"-"+sn.ID); err != nil {
 			m.logf("btrfs snapshot skipped: %v", err)
