@@ -233,8 +233,8 @@ func (s *Store) Load(sn *Snapshot) (map[string]json.RawMessage, error) {
 
 // Prune removes snapshots beyond the newest keep (0: no limit) and those
 // older than maxAge (0: no limit), then every blob no snapshot names. It
-// returns the removed snapshots, whose IDs and hashes the caller records.
-// Damaged manifests neither count towards keep nor are removed, and the
+// returns the removed snapshots, whose IDs and hashes the caller records,
+// also with an error part way (those removed so far). Damaged manifests neither count towards keep nor are removed, and the
 // blobs their text still names are kept: only PruneDamaged removes them.
 func (s *Store) Prune(keep int, maxAge time.Duration, now time.Time) ([]Snapshot, error) {
 	unlock, err := s.lock(syscall.LOCK_EX)
