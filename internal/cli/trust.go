@@ -240,7 +240,7 @@ snapshot of it is taken as well.`,
 	}
 	prune.Flags().IntVar(&keep, "keep", 0, "keep only the newest N snapshots")
 	prune.Flags().DurationVar(&maxAge, "max-age", 0, "delete snapshots older than this (e.g. 720h)")
-	c.AddCommand(create, list, showCmd, diff, restore, prune)
+	c.AddCommand(create, warnDamaged(g, list), showCmd, diff, restore, pruneCorrupt(g, prune))
 	return c
 }
 

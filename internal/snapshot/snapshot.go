@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/atomicfile"
@@ -38,19 +39,52 @@ type Snapshot struct {
 }
 
 // Store is a snapshot directory: DIR/blobs/<hash>.json and
-// DIR/manifests/<time>-<id>.json.
+// DIR/manifests/<time>-<id>.json. Writers serialize on DIR/.lock (see
+// lock): Create holds it shared, whatever removes files holds it
+// exclusively.
 type Store struct {
 	dir string
 }
 
-// Open creates the store's directories if needed.
+// Open creates the store's directories if needed and removes the temporary
+// files a writer killed mid-write left behind (atomicfile's
+// .<name>.tmp-*): they are never part of a snapshot. While another process
+// is writing the store (or where the store is read-only), the sweep is
+// left to a later Open.
 func Open(dir string) (*Store, error) {
 	for _, d := range []string{dir, filepath.Join(dir, "blobs"), filepath.Join(dir, "manifests")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("snapshot store %s: %w", dir, err)
 		}
 	}
-	return &Store{dir: dir}, nil
+	s := &Store{dir: dir}
+	if unlock, ok := s.tryLock(); ok {
+		defer unlock()
+		s.sweepTemp()
+	}
+	return s, nil
+}
+
+// sweepTemp removes leftover temporary files; the caller holds the lock
+// exclusively, so no writer owns them.
+func (s *Store) sweepTemp() {
+	for _, sub := range []string{"blobs", "manifests"} {
+		d := filepath.Join(s.dir, sub)
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if isTemp(e.Name()) && !e.IsDir() {
+				_ = os.Remove(filepath.Join(d, e.Name()))
+			}
+		}
+	}
+}
+
+// isTemp reports whether name is an atomicfile temporary file.
+func isTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
 }
 
 // Dir is the store's directory.
@@ -59,6 +93,11 @@ func (s *Store) Dir() string { return s.dir }
 // Create stores states (plugin name → typed state, marshalled as JSON) and
 // returns the snapshot.
 func (s *Store) Create(states map[string]any, tag, reason string) (*Snapshot, error) {
+	unlock, err := s.lock(syscall.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	snap := &Snapshot{Time: time.Now().UTC(), Tag: tag, Reason: reason, Plugins: map[string]string{}}
 	names := make([]string, 0, len(states))
 	for n := range states {
@@ -114,29 +153,24 @@ func (s *Store) writeBlob(hash string, b []byte) error {
 	return atomicfile.Write(p, b, 0o600)
 }
 
-// List returns every snapshot, oldest first.
+// List returns every readable snapshot, oldest first. A damaged manifest
+// does not fail it: it is left out, and Damaged names it.
 func (s *Store) List() ([]Snapshot, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "manifests"))
+	l, err := s.scan()
 	if err != nil {
 		return nil, err
 	}
-	var out []Snapshot
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(s.dir, "manifests", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		var sn Snapshot
-		if err := json.Unmarshal(b, &sn); err != nil {
-			return nil, fmt.Errorf("snapshot manifest %s is corrupt: %v", e.Name(), err)
-		}
-		out = append(out, sn)
+	return l.snapshots(), nil
+}
+
+// Damaged returns the manifests that cannot be read as snapshots, in file
+// name (time) order.
+func (s *Store) Damaged() ([]Damaged, error) {
+	l, err := s.scan()
+	if err != nil {
+		return nil, err
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
-	return out, nil
+	return l.damaged, nil
 }
 
 // ErrNotFound is returned for an unknown snapshot ID.
@@ -145,10 +179,11 @@ var ErrNotFound = errors.New("no such snapshot")
 // Get finds a snapshot by ID or unique ID prefix (the newest if the same
 // state was captured more than once), or by tag.
 func (s *Store) Get(ref string) (*Snapshot, error) {
-	all, err := s.List()
+	l, err := s.scan()
 	if err != nil {
 		return nil, err
 	}
+	all := l.snapshots()
 	var match *Snapshot
 	ids := map[string]bool{}
 	for i := len(all) - 1; i >= 0; i-- {
@@ -161,6 +196,15 @@ func (s *Store) Get(ref string) (*Snapshot, error) {
 		}
 	}
 	if match == nil {
+		for _, d := range l.damaged {
+			if len(ref) >= 4 && strings.HasPrefix(d.ID, ref) {
+				return nil, fmt.Errorf("snapshot %q: %w", ref, d)
+			}
+		}
+		if n := len(l.damaged); n > 0 {
+			return nil, fmt.Errorf("%w %q (see `op-dbus snapshot list`; %d damaged %s could not be read: `op-dbus snapshot prune --corrupt --dry-run` lists them)",
+				ErrNotFound, ref, n, plural(n, "manifest", "manifests"))
+		}
 		return nil, fmt.Errorf("%w %q (see `op-dbus snapshot list`)", ErrNotFound, ref)
 	}
 	if len(ids) > 1 {
@@ -189,48 +233,86 @@ func (s *Store) Load(sn *Snapshot) (map[string]json.RawMessage, error) {
 
 // Prune removes snapshots beyond the newest keep (0: no limit) and those
 // older than maxAge (0: no limit), then every blob no snapshot names. It
-// returns the removed snapshots, whose IDs and hashes the caller records.
+// returns the removed snapshots, whose IDs and hashes the caller records,
+// also with an error part way (those removed so far). Damaged manifests neither count towards keep nor are removed, and the
+// blobs their text still names are kept: only PruneDamaged removes them.
 func (s *Store) Prune(keep int, maxAge time.Duration, now time.Time) ([]Snapshot, error) {
-	all, err := s.List()
+	unlock, err := s.lock(syscall.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
-	var removed, kept []Snapshot
-	for i, sn := range all {
-		old := maxAge > 0 && now.Sub(sn.Time) > maxAge
-		excess := keep > 0 && len(all)-i > keep
+	defer unlock()
+	l, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	var removed []Snapshot
+	var kept []manifest
+	for i, m := range l.good {
+		old := maxAge > 0 && now.Sub(m.sn.Time) > maxAge
+		excess := keep > 0 && len(l.good)-i > keep
 		if old || excess {
-			removed = append(removed, sn)
+			if err := os.Remove(filepath.Join(s.dir, "manifests", m.name)); err != nil && !os.IsNotExist(err) {
+				return removed, err
+			}
+			removed = append(removed, m.sn)
 		} else {
-			kept = append(kept, sn)
+			kept = append(kept, m)
 		}
 	}
 	if len(removed) == 0 {
 		return nil, nil
 	}
-	for _, sn := range removed {
-		name := fmt.Sprintf("%s-%s.json", sn.Time.Format("20060102T150405.000000000Z"), sn.ID)
-		if err := os.Remove(filepath.Join(s.dir, "manifests", name)); err != nil && !os.IsNotExist(err) {
-			return nil, err
-		}
+	_ = atomicfile.SyncDir(filepath.Join(s.dir, "manifests"))
+	return removed, s.collect(kept, l.pinned)
+}
+
+// PruneDamaged removes every damaged manifest, then the blobs no readable
+// snapshot names, and returns the manifests it removed.
+func (s *Store) PruneDamaged() ([]Damaged, error) {
+	unlock, err := s.lock(syscall.LOCK_EX)
+	if err != nil {
+		return nil, err
 	}
+	defer unlock()
+	l, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	var removed []Damaged
+	for _, d := range l.damaged {
+		if err := os.Remove(d.Path); err != nil && !os.IsNotExist(err) {
+			return removed, fmt.Errorf("remove damaged snapshot manifest %s: %w", d.Path, err)
+		}
+		removed = append(removed, d)
+	}
+	if len(removed) == 0 {
+		return nil, nil
+	}
+	_ = atomicfile.SyncDir(filepath.Join(s.dir, "manifests"))
+	return removed, s.collect(l.good, nil)
+}
+
+// collect removes every blob that neither a kept manifest nor pinned
+// names. The caller holds the lock exclusively.
+func (s *Store) collect(kept []manifest, pinned map[string]bool) error {
 	used := map[string]bool{}
-	for _, sn := range kept {
-		for _, h := range sn.Plugins {
+	for _, m := range kept {
+		for _, h := range m.sn.Plugins {
 			used[h] = true
 		}
 	}
 	blobs, err := os.ReadDir(filepath.Join(s.dir, "blobs"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, b := range blobs {
-		h := strings.TrimSuffix(b.Name(), ".json")
-		if !used[h] {
+		h, ok := strings.CutSuffix(b.Name(), ".json")
+		if ok && blobName.MatchString(h) && !used[h] && !pinned[h] {
 			_ = os.Remove(filepath.Join(s.dir, "blobs", b.Name()))
 		}
 	}
-	return removed, nil
+	return nil
 }
 
 // Usage is the bytes the store occupies.

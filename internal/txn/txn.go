@@ -270,6 +270,9 @@ func (m *Manager) snapshot(ctx context.Context, plugins []string, reason, tag st
 	if err := m.Prune(m.Keep, m.MaxAge); err != nil {
 		return "", err
 	}
+	if err := m.noteDamage(); err != nil {
+		return "", err
+	}
 	if snapshot.BtrfsSubvolume(m.Dir) {
 		if p, err := snapshot.BtrfsSnapshot(ctx, m.Dir, sn.Time.Format("20060102T150405Z")+"-"+sn.ID); err != nil {
 			m.logf("btrfs snapshot skipped: %v", err)
@@ -285,8 +288,9 @@ func (m *Manager) Prune(keep int, maxAge time.Duration) error {
 	if keep <= 0 && maxAge <= 0 {
 		return nil
 	}
+	// A failure part way still returns what was removed: record that.
 	removed, err := m.Snapshots.Prune(keep, maxAge, time.Now())
-	if err != nil || len(removed) == 0 {
+	if len(removed) == 0 {
 		return err
 	}
 	var lines []string
@@ -298,7 +302,10 @@ func (m *Manager) Prune(keep int, maxAge time.Duration) error {
 		sort.Strings(ps)
 		lines = append(lines, fmt.Sprintf("%s@%s{%s}", sn.ID, sn.Time.Format(time.RFC3339), strings.Join(ps, ",")))
 	}
-	return m.record(Record{Kind: "snapshot-prune", Result: "success", Message: "pruned " + strings.Join(lines, " ")})
+	if rerr := m.record(Record{Kind: "snapshot-prune", Result: "success", Message: "pruned " + strings.Join(lines, " ")}); rerr != nil {
+		return rerr
+	}
+	return err
 }
 
 // Snapshot takes a snapshot of every available plugin (or those named).
