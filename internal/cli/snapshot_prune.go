@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
 // pruneCorrupt adds --corrupt (and --dry-run) to `snapshot prune`: remove
@@ -43,16 +43,16 @@ and record it in the audit log as "snapshot-damage"; nothing removes it but
 		if err != nil {
 			return err
 		}
-		return g.withManager(func(_ *engine.Engine, m *txnManager) error {
-			list, err := m.PruneCorrupt(dryRun)
-			if perr := printPruneCorrupt(g, f, dryRun, list); perr != nil && err == nil {
-				err = perr
-			}
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			return nil
-		})
+		svc, done := g.service()
+		defer done()
+		list, err := svc.PruneCorruptSnapshots(dryRun)
+		if perr := printPruneCorrupt(g, f, dryRun, list); perr != nil && err == nil {
+			err = perr
+		}
+		if err != nil {
+			return &exitError{ExitError, err}
+		}
+		return nil
 	}
 	return prune
 }
@@ -95,7 +95,7 @@ func warnDamaged(g *globals, list *cobra.Command) *cobra.Command {
 		if err := run(c, args); err != nil {
 			return err
 		}
-		st, err := snapshot.Open(g.stateDir + "/snapshots")
+		st, err := snapshot.Open(statedir.New(g.stateDir).Snapshots())
 		if err != nil {
 			return &exitError{ExitError, err}
 		}

@@ -257,6 +257,22 @@ func (s *Service) PruneSnapshots(keep int, maxAge time.Duration) (int, error) {
 	return len(before) - len(after), err
 }
 
+// PruneCorruptSnapshots removes (or with dryRun only lists) the snapshot
+// manifests that cannot be read, each removal recorded in the audit log.
+func (s *Service) PruneCorruptSnapshots(dryRun bool) ([]snapshot.Damaged, error) {
+	unlock, err := s.dir.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	m, closeM, err := s.manager("")
+	if err != nil {
+		return nil, err
+	}
+	defer closeM()
+	return m.PruneCorrupt(dryRun)
+}
+
 // LastDocument is the document that undoes the last successful apply
 // (what `op-dbus rollback` applies).
 func (s *Service) LastDocument() (*state.Document, *txn.Last, error) {
