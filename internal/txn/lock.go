@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,9 +23,12 @@ func Lock(dir string) (func(), error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
 		f.Close()
-		return nil, fmt.Errorf("another op-dbus transaction holds %s (pid %s); wait for it to finish", path, strings.TrimSpace(string(holder)))
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		holder, _ := os.ReadFile(path)
+		return nil, &LockedError{Path: path, Holder: strings.TrimSpace(string(holder))}
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
@@ -33,4 +37,15 @@ func Lock(dir string) (func(), error) {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// LockedError is Lock's refusal while a live process holds the lock (the
+// kernel drops a dead holder's lock).
+type LockedError struct {
+	Path   string
+	Holder string // the holder's pid as it wrote it, "" if not yet written
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("another op-dbus transaction holds %s (pid %s); wait for it to finish", e.Path, e.Holder)
 }
