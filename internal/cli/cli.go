@@ -139,6 +139,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		newServeCmd(g),
 		newMcpCmd(g),
 		newCheckCmd(g),
+		newRecoverCmd(g),
 		newIndexCmd(g), newSearchCmd(g),
 	)
 	// The first command that reads or changes host state after a crash
