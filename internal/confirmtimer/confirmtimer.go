@@ -277,12 +277,15 @@ func Arm(ctx context.Context, conn *dbus.Conn, s Spec) (*Timer, error) {
 	// The reply comes once the start job is queued; the timer is armed
 	// when it is active.
 	st, err := waitState(ctx, conn, timer, func(st string) bool { return st == "active" || st == "failed" })
-	if err != nil {
-		return nil, fmt.Errorf("confirm timer: arm %s: %w", timer, err)
+	if err == nil && st != "active" {
+		err = fmt.Errorf("the manager reports it %s, not active", st)
 	}
-	if st != "active" {
-		_ = Disarm(ctx, conn, s.ID)
-		return nil, fmt.Errorf("confirm timer: arm %s: the manager reports it %s, not active", timer, st)
+	if err != nil {
+		// Not armed as far as the caller knows, so not armed at all.
+		if derr := Disarm(context.WithoutCancel(ctx), conn, s.ID); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return nil, fmt.Errorf("confirm timer: arm %s: %w", timer, err)
 	}
 	return t, nil
 }
