@@ -141,7 +141,7 @@ func TestTestbedMCPStdioReadOnly(t *testing.T) {
 func TestTestbedMCPStdioApplyRollsBackWithoutCommit(t *testing.T) {
 	b, env := identityBed(t)
 	dir := t.TempDir()
-	cs := mcpClient(t, env, "--state-dir="+dir, "mcp", "--allow-apply", "--confirm-within=3s")
+	cs := mcpClient(t, env, "--state-dir="+dir, "--confirm-in-process", "mcp", "--allow-apply", "--confirm-within=3s")
 	before := busProp(t, b, "org.freedesktop.hostname1", "Location")
 	var p mcpPlan
 	mcpCall(t, cs, "plan", map[string]any{"document": map[string]any{"version": 1, "plugins": map[string]any{"hostname": map[string]any{"location": "unconfirmed"}}}}, &p)

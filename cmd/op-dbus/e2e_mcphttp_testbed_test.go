@@ -64,7 +64,7 @@ func TestTestbedServeMCPStreamableHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
-	startServe(t, env, "--state-dir="+sd, "serve", "--state", doc, "--api-socket", sock,
+	startServe(t, env, "--state-dir="+sd, "--confirm-in-process", "serve", "--state", doc, "--api-socket", sock,
 		"--api-listen", addr, "--api-token-file", tokenFile, "--mcp", "--mcp-allow-apply", "--confirm-within=4s")
 
 	unix := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -55,6 +55,8 @@ type globals struct {
 
 	snapshotKeep   int
 	snapshotMaxAge time.Duration
+	// confirmInProcess keeps a confirm deadline in this process only.
+	confirmInProcess bool
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -131,6 +133,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	pf.BoolVar(&g.noColor, "no-color", false, "never color the output (NO_COLOR is honored too)")
 	pf.IntVar(&g.snapshotKeep, "snapshot-keep", 200, "keep at most this many snapshots (0: no limit); pruned ones are recorded in the audit log")
 	pf.DurationVar(&g.snapshotMaxAge, "snapshot-max-age", 0, "delete snapshots older than this, e.g. 2160h (0: keep)")
+	pf.BoolVar(&g.confirmInProcess, "confirm-in-process", false, "keep a --confirm-within deadline in this process only (it dies with it); by default a systemd timer keeps it, and without systemd --confirm-within is refused")
 	root.AddCommand(
 		newQueryCmd(g), newDiffCmd(g), newApplyCmd(g), newVerifyCmd(g), newValidateCmd(g),
 		newPluginsCmd(g), newSchemaCmd(g), newVersionCmd(g), newIntrospectCmd(g),
@@ -139,6 +142,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 		newServeCmd(g),
 		newMcpCmd(g),
 		newCheckCmd(g),
+		newRecoverCmd(g),
 		newIndexCmd(g), newSearchCmd(g),
 	)
 	// The first command that reads or changes host state after a crash

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"os"
 
+	"github.com/op-dbus/op-dbus/internal/confirmtimer"
 	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/txn"
@@ -18,9 +20,28 @@ func (g *globals) service() (*control.Service, func()) {
 
 // serviceOptions are the service's options from the global flags.
 func (g *globals) serviceOptions(e *engine.Engine, source string) control.Options {
-	return control.Options{StateDir: g.stateDir, Engine: e, User: g.user, OVSDB: g.ovsdb, Source: source,
+	o := control.Options{StateDir: g.stateDir, Engine: e, User: g.user, OVSDB: g.ovsdb, Source: source,
 		SnapshotKeep: g.snapshotKeep, SnapshotMaxAge: g.snapshotMaxAge,
 		Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}
+	if !g.confirmInProcess {
+		o.Deadlines = g.deadlines()
+	}
+	return o
+}
+
+// deadlines keeps confirm deadlines with systemd (the user's manager with
+// --user), running this binary's `recover --if-deadline-passed` at the
+// deadline. Nil when this binary's path cannot be known.
+func (g *globals) deadlines() control.Deadlines {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	argv, err := confirmtimer.RecoverArgv(exe, g.stateDir, g.user, g.ovsdb)
+	if err != nil {
+		return nil
+	}
+	return &confirmtimer.Keeper{Bus: confirmtimer.Bus(g.user), Argv: argv, Env: confirmtimer.Env()}
 }
 
 // recoverInterrupted finishes what a killed transaction left: if a journal
@@ -36,11 +57,11 @@ func (g *globals) recoverInterrupted() error {
 	defer done()
 	ctx, cancel := g.context()
 	defer cancel()
-	rb, err := svc.Recover(ctx, false)
+	r, err := svc.Recover(ctx, false)
 	if err != nil {
 		return &exitError{ExitError, err}
 	}
-	if rb != nil {
+	if rb := r.Rollback; r.Action == "rolled-back" && rb != nil {
 		fmt.Fprintf(g.stderr, "op-dbus: the interrupted transaction was rolled back and verified (%d %s); continuing\n",
 			len(rb.Outcomes), plural(len(rb.Outcomes), "op", "ops"))
 	}

@@ -167,43 +167,71 @@ func (s *Service) disarm(ctx context.Context, id string) {
 	}
 }
 
+// Recovery is what Recover did.
+type Recovery struct {
+	// Action is "none", "rolled-back" or "failed".
+	Action string `json:"action"`
+	// Reason is no-journal, owner-alive, not-awaiting-confirm,
+	// deadline-not-passed, deadline-passed or interrupted.
+	Reason   string                 `json:"reason"`
+	Journal  *txn.Journal           `json:"-"`
+	Rollback *engine.RollbackResult `json:"rollback,omitempty"`
+	// Owner is the lock holder's error when Reason is owner-alive.
+	Owner error `json:"-"`
+}
+
 // Recover finishes what an interrupted transaction left: if a journal
 // exists and no live op-dbus holds the lock, the transaction is rolled
 // back, verified and audited (naming the source and client that started
-// it). It returns nil, nil when there was nothing to do or the journal's
-// owner is alive. With ifDeadlinePassed it acts only on a transaction that
-// waits for a confirmation whose deadline has passed (what the confirm
-// timer runs).
-func (s *Service) Recover(ctx context.Context, ifDeadlinePassed bool) (*engine.RollbackResult, error) {
-	j, err := txn.ReadJournal(s.StateDir())
-	if err != nil || j == nil {
-		return nil, err
+// it). While the journal's owner lives, nothing is done. With
+// ifDeadlinePassed it acts only on a transaction that waits for a
+// confirmation whose deadline has passed (what the confirm timer runs).
+func (s *Service) Recover(ctx context.Context, ifDeadlinePassed bool) (*Recovery, error) {
+	if j, err := txn.ReadJournal(s.StateDir()); err != nil || j == nil {
+		return &Recovery{Action: "none", Reason: "no-journal"}, err
 	}
 	unlock, err := s.dir.Lock()
+	if errkind.Is(err, errkind.Locked) {
+		return &Recovery{Action: "none", Reason: "owner-alive", Owner: err}, nil
+	}
 	if err != nil {
-		if errkind.Is(err, errkind.Locked) {
-			return nil, nil // a live transaction owns the journal
-		}
-		return nil, err
+		return &Recovery{Action: "failed", Reason: "lock"}, err
 	}
 	defer unlock()
-	if j, err = txn.ReadJournal(s.StateDir()); err != nil || j == nil {
-		return nil, err
+	j, err := txn.ReadJournal(s.StateDir())
+	if err != nil || j == nil {
+		return &Recovery{Action: "none", Reason: "no-journal"}, err
 	}
-	if ifDeadlinePassed && (j.Phase != txn.PhaseAwaitingConfirm || time.Now().Before(j.Deadline)) {
-		return nil, nil
+	r := &Recovery{Journal: j, Reason: "interrupted"}
+	if ifDeadlinePassed {
+		switch {
+		case j.Phase != txn.PhaseAwaitingConfirm:
+			r.Action, r.Reason = "none", "not-awaiting-confirm"
+			return r, nil
+		case time.Now().Before(j.Deadline):
+			r.Action, r.Reason = "none", "deadline-not-passed"
+			return r, nil
+		}
+		r.Reason = "deadline-passed"
 	}
 	m, closeM, err := s.manager("")
 	if err != nil {
-		return nil, err
+		r.Action = "failed"
+		return r, err
 	}
 	defer closeM()
-	rb, err := m.Recover(ctx)
+	r.Rollback, err = m.Recover(ctx)
 	if err != nil {
-		return rb, errkind.New(errkind.Damaged, err)
+		r.Action = "failed"
+		return r, errkind.New(errkind.Damaged, err)
 	}
-	s.disarm(ctx, j.ID)
-	return rb, nil
+	r.Action = "rolled-back"
+	if !ifDeadlinePassed {
+		// The timer runs `recover --if-deadline-passed` itself and would
+		// stop its own unit; everyone else removes the timer.
+		s.disarm(ctx, j.ID)
+	}
+	return r, nil
 }
 
 // PendingJournal returns the journal of a transaction that has not ended

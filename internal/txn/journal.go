@@ -37,14 +37,21 @@ type Journal struct {
 	Deadline time.Time `json:"deadline,omitempty"`
 	Document string    `json:"document_hash"`
 	Snapshot string    `json:"snapshot,omitempty"`
-	// Source and Client: the front end and actor that started it.
-	Source string `json:"source,omitempty"`
-	Client string `json:"client,omitempty"`
 	// PreState is, per plugin, the pre-apply state of every item the plan
 	// touches: applying it undoes the transaction.
 	PreState map[string]json.RawMessage `json:"pre_state"`
 	Items    map[string][]string        `json:"items"`
 	Ops      int                        `json:"ops"`
+	// Source is the front end that started the transaction (cli, daemon,
+	// api, mcp) and Client who asked through it, as in the audit log.
+	Source string `json:"source,omitempty"`
+	Client string `json:"client,omitempty"`
+}
+
+// startedBy names the front end and actor that started the transaction,
+// "" when the journal does not say.
+func (j *Journal) startedBy() string {
+	return strings.TrimSpace(j.Source + " " + j.Client)
 }
 
 func journalPath(dir string) string { return statedir.New(dir).Journal() }

@@ -2,7 +2,6 @@ package txn
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
@@ -33,7 +32,6 @@ func (r *LedgerRecorder) Record(rec Record) error {
 		// A recovery runs in another process (the next command, the
 		// confirm timer): name whose transaction it undid.
 		extra["started_by"], extra["started_for"] = rec.StartedBy, rec.StartedFor
-		e.Message += fmt.Sprintf(" (the transaction was started by %s %s)", rec.StartedBy, rec.StartedFor)
 	}
 	if len(extra) > 0 {
 		e.Extra, _ = json.Marshal(extra)

@@ -345,16 +345,20 @@ func (m *Manager) Recover(ctx context.Context) (*engine.RollbackResult, error) {
 		rec.Plugins = append(rec.Plugins, p)
 	}
 	sort.Strings(rec.Plugins)
+	what := fmt.Sprintf("transaction %s (%s)", j.ID, j.Phase)
+	if by := j.startedBy(); by != "" {
+		what = fmt.Sprintf("transaction %s (%s, started by %s)", j.ID, j.Phase, by)
+	}
 	if verified {
-		rec.Result, rec.Message = "recovered", fmt.Sprintf("transaction %s (%s) interrupted; rolled back and verified", j.ID, j.Phase)
+		rec.Result, rec.Message = "recovered", what+" interrupted; rolled back and verified"
 		if j.Phase == PhaseAwaitingConfirm && !time.Now().Before(j.Deadline) {
-			rec.Message = fmt.Sprintf("transaction %s not confirmed by its deadline %s; rolled back and verified", j.ID, j.Deadline.Format(time.RFC3339))
+			rec.Message = what + " not confirmed by its deadline " + j.Deadline.Format(time.RFC3339) + "; rolled back and verified"
 		}
 		if err := removeJournal(m.Dir); err != nil {
 			return rb, err
 		}
 	} else {
-		rec.Result, rec.Message = "failed", "recovery incomplete: "+describeNotUndone(rb)
+		rec.Result, rec.Message = "failed", "recovery incomplete: "+describeNotUndone(rb)+"; "+what
 	}
 	if err := m.record(rec); err != nil {
 		return rb, err
