@@ -67,7 +67,8 @@ func (k Kind) String() string {
 type Error struct {
 	Kind Kind
 	// Path names the offending value: struct fields and keys that are
-	// identifiers joined with dots, other keys and map keys as ["key"],
+	// identifiers joined with dots, other keys and map keys as ["key"] (but
+	// a top-level key of an object that is not a map as it is),
 	// array elements as [i] (`plugins.systemd.units["a.service"].enabled`,
 	// `plan_hash`). Empty for the whole input. For Type errors it is
 	// encoding/json's field path, which leaves map keys out.
@@ -334,15 +335,16 @@ func (w *walker) value(t reflect.Type, path string, depth int, build bool) (any,
 }
 
 // join is the path of member k of the object at path: .k for identifiers,
-// ["k"] otherwise.
+// ["k"] otherwise, and a top-level key as it is (as internal/state names
+// paths).
 func join(path, k string) string {
-	if !isIdent(k) {
-		return fmt.Sprintf("%s[%q]", path, k)
-	}
 	if path == "" {
 		return k
 	}
-	return path + "." + k
+	if isIdent(k) {
+		return path + "." + k
+	}
+	return fmt.Sprintf("%s[%q]", path, k)
 }
 
 func isIdent(s string) bool {
