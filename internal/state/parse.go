@@ -33,20 +33,20 @@ func parseJSON(data []byte) (any, error) {
 	}
 	switch se.Kind {
 	case strictjson.Duplicate, strictjson.Depth:
-		return nil, pathError{se.Path, se.Msg, se}
+		return nil, jsonError{pathError{se.Path, se.Msg}.Error(), se}
 	case strictjson.Trailing:
-		return nil, pathError{"", fmt.Sprintf("invalid JSON: unexpected data after the document at byte %d", trailingOffset(data, se.Offset)), se}
+		return nil, jsonError{fmt.Sprintf("invalid JSON: unexpected data after the document at byte %d", trailingOffset(data, se.Offset)), se}
 	case strictjson.Syntax:
 		if se.Err == nil {
-			return nil, pathError{"", "invalid JSON: " + se.Msg, se}
+			return nil, jsonError{"invalid JSON: " + se.Msg, se}
 		}
 		if errors.Is(se.Err, io.EOF) || errors.Is(se.Err, io.ErrUnexpectedEOF) {
-			return nil, pathError{"", "invalid JSON: unexpected end of input", se}
+			return nil, jsonError{"invalid JSON: unexpected end of input", se}
 		}
 		line, col := lineCol(data, int(se.Offset))
-		return nil, pathError{"", fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(se.Err.Error(), "json: ")), se}
+		return nil, jsonError{fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(se.Err.Error(), "json: ")), se}
 	}
-	return nil, pathError{"", "invalid JSON: " + se.Error(), se}
+	return nil, jsonError{"invalid JSON: " + se.Error(), se}
 }
 
 // trailingOffset is where this parser has always said trailing data is:
@@ -57,14 +57,17 @@ func trailingOffset(data []byte, start int64) int64 {
 	return start + dec.InputOffset()
 }
 
-// pathError is a parse error at a path; for JSON it wraps the
+// jsonError is the message this parser has always given, wrapping the
 // *strictjson.Error.
-type pathError struct {
-	path, msg string
-	err       error
+type jsonError struct {
+	msg string
+	err *strictjson.Error
 }
 
-func (e pathError) Unwrap() error { return e.err }
+func (e jsonError) Error() string { return e.msg }
+func (e jsonError) Unwrap() error { return e.err }
+
+type pathError struct{ path, msg string }
 
 func (e pathError) Error() string {
 	if e.path == "" {
@@ -129,7 +132,7 @@ func parseYAML(data []byte) (any, error) {
 
 func yamlValue(n *yaml.Node, path string, depth int) (any, error) {
 	if depth > maxDepth {
-		return nil, pathError{path, fmt.Sprintf("nested deeper than %d levels", maxDepth), nil}
+		return nil, pathError{path, fmt.Sprintf("nested deeper than %d levels", maxDepth)}
 	}
 	switch n.Kind {
 	case yaml.DocumentNode:
@@ -138,21 +141,21 @@ func yamlValue(n *yaml.Node, path string, depth int) (any, error) {
 		}
 		return yamlValue(n.Content[0], path, depth)
 	case yaml.AliasNode:
-		return nil, pathError{path, fmt.Sprintf("line %d: YAML aliases are not allowed in state documents; write the value out", n.Line), nil}
+		return nil, pathError{path, fmt.Sprintf("line %d: YAML aliases are not allowed in state documents; write the value out", n.Line)}
 	case yaml.MappingNode:
 		m := map[string]any{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			kn, vn := n.Content[i], n.Content[i+1]
 			if kn.Kind != yaml.ScalarNode || (kn.Tag != "!!str" && kn.Tag != "!!int" && kn.Tag != "!!bool" && kn.Tag != "!!float") {
-				return nil, pathError{path, fmt.Sprintf("line %d: object keys must be plain strings", kn.Line), nil}
+				return nil, pathError{path, fmt.Sprintf("line %d: object keys must be plain strings", kn.Line)}
 			}
 			if kn.Value == "<<" {
-				return nil, pathError{path, fmt.Sprintf("line %d: YAML merge keys are not allowed in state documents", kn.Line), nil}
+				return nil, pathError{path, fmt.Sprintf("line %d: YAML merge keys are not allowed in state documents", kn.Line)}
 			}
 			k := kn.Value
 			kp := childPath(path, k)
 			if _, dup := m[k]; dup {
-				return nil, pathError{kp, fmt.Sprintf("line %d: duplicate key", kn.Line), nil}
+				return nil, pathError{kp, fmt.Sprintf("line %d: duplicate key", kn.Line)}
 			}
 			v, err := yamlValue(vn, kp, depth+1)
 			if err != nil {
@@ -178,24 +181,24 @@ func yamlValue(n *yaml.Node, path string, depth int) (any, error) {
 		case "!!bool":
 			var b bool
 			if err := n.Decode(&b); err != nil {
-				return nil, pathError{path, fmt.Sprintf("line %d: %v", n.Line, err), nil}
+				return nil, pathError{path, fmt.Sprintf("line %d: %v", n.Line, err)}
 			}
 			return b, nil
 		case "!!int", "!!float":
 			var f any
 			if err := n.Decode(&f); err != nil {
-				return nil, pathError{path, fmt.Sprintf("line %d: %v", n.Line, err), nil}
+				return nil, pathError{path, fmt.Sprintf("line %d: %v", n.Line, err)}
 			}
 			b, err := json.Marshal(f)
 			if err != nil {
-				return nil, pathError{path, fmt.Sprintf("line %d: number %s cannot be represented", n.Line, n.Value), nil}
+				return nil, pathError{path, fmt.Sprintf("line %d: number %s cannot be represented", n.Line, n.Value)}
 			}
 			return json.Number(b), nil
 		case "!!str", "":
 			return n.Value, nil
 		default:
-			return nil, pathError{path, fmt.Sprintf("line %d: unsupported YAML type %s", n.Line, n.Tag), nil}
+			return nil, pathError{path, fmt.Sprintf("line %d: unsupported YAML type %s", n.Line, n.Tag)}
 		}
 	}
-	return nil, pathError{path, "unsupported YAML node", nil}
+	return nil, pathError{path, "unsupported YAML node"}
 }
