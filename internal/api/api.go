@@ -8,7 +8,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -29,6 +28,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/errkind"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/strictjson"
 )
 
 // DriftStatus is what the daemon knows about drift.
@@ -279,17 +279,13 @@ type bodyError struct {
 
 func (e *bodyError) Error() string { return e.msg }
 
-// decodeApply strictly decodes an apply request: one JSON object, known
-// fields only, a plan hash, a non-negative duration.
+// decodeApply strictly decodes an apply request (internal/strictjson: one
+// JSON object, each key once, known fields only), then checks for a plan
+// hash and a non-negative duration.
 func decodeApply(b []byte) (ApplyRequest, time.Duration, *bodyError) {
 	var req ApplyRequest
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, 0, jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return req, 0, &bodyError{"malformed_json", "malformed JSON: unexpected data after the request object", nil}
+	if err := strictjson.Decode(b, &req); err != nil {
+		return req, 0, strictError(err)
 	}
 	if req.PlanHash == "" {
 		return req, 0, &bodyError{"bad_request", `plan_hash: required (the "plan_hash" from POST /v1/plan)`, nil}
@@ -307,6 +303,29 @@ func decodeApply(b []byte) (ApplyRequest, time.Duration, *bodyError) {
 	return req, d, nil
 }
 
+// strictError answers a body internal/strictjson refused, by its kind.
+func strictError(err error) *bodyError {
+	var se *strictjson.Error
+	if !errors.As(err, &se) {
+		return jsonError(err)
+	}
+	ps := []problem{{Path: se.Path, Message: se.Msg}}
+	switch se.Kind {
+	case strictjson.Duplicate:
+		return &bodyError{"duplicate_key", se.Error(), ps}
+	case strictjson.Unknown:
+		return &bodyError{"unknown_field", se.Error(), ps}
+	case strictjson.Trailing:
+		return &bodyError{"malformed_json", "malformed JSON: unexpected data after the request object", nil}
+	case strictjson.Type, strictjson.Depth:
+		return &bodyError{"bad_request", se.Error(), ps}
+	}
+	if se.Err != nil {
+		return jsonError(se.Err)
+	}
+	return &bodyError{"malformed_json", "malformed JSON: " + se.Msg, nil}
+}
+
 func jsonError(err error) *bodyError {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -317,9 +336,6 @@ func jsonError(err error) *bodyError {
 		return &bodyError{"bad_request", fmt.Sprintf("%s: expected %s, got JSON %s", te.Field, te.Type, te.Value), nil}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return &bodyError{"malformed_json", "malformed JSON: empty or truncated body (expected {\"plan_hash\": \"sha256:...\"})", nil}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		f := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return &bodyError{"unknown_field", fmt.Sprintf("%s: unknown field (known: plan_hash, confirm_within)", strings.Trim(f, `"`)), nil}
 	default:
 		return &bodyError{"malformed_json", "malformed JSON: " + err.Error(), nil}
 	}
@@ -354,6 +370,10 @@ func decodePlanBody(svc *control.Service, contentType string, b []byte) (*state.
 	}
 	doc, err := svc.Decode(b)
 	if err != nil {
+		var se *strictjson.Error
+		if errors.As(err, &se) && se.Kind == strictjson.Duplicate {
+			return nil, &bodyError{"duplicate_key", "invalid state document: " + err.Error(), []problem{{Path: se.Path, Message: se.Msg}}}
+		}
 		be := &bodyError{"invalid_document", "invalid state document: " + err.Error(), nil}
 		var ps state.Problems
 		if errors.As(err, &ps) {
@@ -464,7 +484,7 @@ func (h *handler) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	req, within, be := decodeApply(b)
 	if be != nil {
-		h.fail(w, r, http.StatusBadRequest, be.code, be.msg, nil)
+		h.fail(w, r, http.StatusBadRequest, be.code, be.msg, be.problems)
 		return
 	}
 	if req.ConfirmWithin == "" {

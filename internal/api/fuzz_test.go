@@ -19,6 +19,8 @@ func FuzzDecodeApply(f *testing.F) {
 	f.Add([]byte(`{"plan_hash":`))
 	f.Add([]byte(`{"plan_hash":"x"} {}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"plan_hash":"` + h + `","plan_hash":"sha256:` + strings.Repeat("0", 64) + `"}`))
+	f.Add([]byte(`{"plan_hash":"` + h + `","PLAN_HASH":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, d, err := decodeApply(b)
 		if err != nil {
@@ -49,6 +51,7 @@ func FuzzDecodePlanBody(f *testing.F) {
 	f.Add("application/json; charset=utf-8", []byte(`{"version":1,`))
 	f.Add("text/html", []byte(`{}`))
 	f.Add("application/json", []byte("\xff"))
+	f.Add("application/json", []byte(`{"version":1,"plugins":{"hostname":{"location":"a","location":"b"}}}`))
 	f.Fuzz(func(t *testing.T, ctype string, b []byte) {
 		doc, err := decodePlanBody(svc, ctype, b)
 		if err != nil {

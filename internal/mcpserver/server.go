@@ -29,6 +29,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/strictjson"
 )
 
 // DefaultConfirmWithin is how long an apply made through MCP waits for
@@ -176,7 +177,24 @@ func addTool[In, Out any](s *mcp.Server, t *mcp.Tool, h mcp.ToolHandlerFor[In, *
 		panic(fmt.Sprintf("tool %s: output schema: %v", t.Name, err))
 	}
 	t.OutputSchema = sch
-	mcp.AddTool(s, t, h)
+	mcp.AddTool(s, t, strictArgs(h))
+}
+
+// strictArgs checks a call's raw arguments with internal/strictjson, the
+// decoder every request body shares, before the handler sees them: the SDK
+// decodes them with the last of two equal keys winning, at any depth (a
+// document given as an object, too). A refusal is a tool error that names
+// the key: `invalid arguments: plan_hash: duplicate key`.
+func strictArgs[In, Out any](h mcp.ToolHandlerFor[In, Out]) mcp.ToolHandlerFor[In, Out] {
+	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
+		if req != nil && req.Params != nil && len(req.Params.Arguments) > 0 {
+			if err := strictjson.Decode(req.Params.Arguments, new(In)); err != nil {
+				var zero Out
+				return nil, zero, fmt.Errorf("invalid arguments: %w", err)
+			}
+		}
+		return h(ctx, req, in)
+	}
 }
 
 func readOnly() *mcp.ToolAnnotations {

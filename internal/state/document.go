@@ -151,8 +151,9 @@ func displayName(path string) string {
 	return path
 }
 
-// Decode parses and strictly checks a document. On failure the error is a
-// Problems listing everything found, or a plain error for unreadable input.
+// Decode parses and strictly checks a document. On failure the error is (or,
+// for unparsable input, wraps) a Problems listing everything found; for JSON
+// that internal/strictjson refused it also wraps the *strictjson.Error.
 func Decode(data []byte, format Format, types Types, validate Validator) (*Document, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, Problems{{Msg: "empty document (expected {\"version\": 1, \"plugins\": {...}})"}}
@@ -173,10 +174,20 @@ func Decode(data []byte, format Format, types Types, validate Validator) (*Docum
 		tree, err = parseYAML(data)
 	}
 	if err != nil {
-		return nil, Problems{{Msg: err.Error()}}
+		return nil, parseError{Problems{{Msg: err.Error()}}, err}
 	}
 	return fromTree(tree, types, validate)
 }
+
+// parseError is a document that could not be parsed: Problems like every
+// other refusal, and the cause, which for JSON wraps the *strictjson.Error
+// (front ends answer a duplicate key by its kind).
+type parseError struct {
+	Problems
+	cause error
+}
+
+func (e parseError) Unwrap() []error { return []error{e.Problems, e.cause} }
 
 func invalidUTF8Offset(b []byte) int {
 	for i := 0; i < len(b); {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/internal/strictjson"
 	"github.com/op-dbus/op-dbus/plugins/hostname"
 	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
@@ -197,5 +198,22 @@ func TestSchemaFromTypes(t *testing.T) {
 		if !bytes.Contains(b, []byte(w)) {
 			t.Errorf("schema lacks %s", w)
 		}
+	}
+}
+
+// A JSON document that cannot be parsed carries the *strictjson.Error, so
+// front ends answer a duplicate key by its kind; the message is unchanged.
+func TestDecodeStrictJSONError(t *testing.T) {
+	_, err := decode(t, `{"version":1,"plugins":{"hostname":{"location":"a","location":"b"}}}`, state.FormatJSON)
+	var se *strictjson.Error
+	if !errors.As(err, &se) || se.Kind != strictjson.Duplicate || se.Path != "plugins.hostname.location" {
+		t.Fatalf("got %v (%#v)", err, se)
+	}
+	var ps state.Problems
+	if !errors.As(err, &ps) || err.Error() != "plugins.hostname.location: duplicate key" {
+		t.Fatalf("got %q", err)
+	}
+	if _, err := decode(t, "version: 1\nversion: 1\n", state.FormatYAML); err == nil || errors.As(err, &se) {
+		t.Fatalf("YAML: %v", err)
 	}
 }

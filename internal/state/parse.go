@@ -9,45 +9,63 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/op-dbus/op-dbus/internal/strictjson"
 )
 
 // maxDepth bounds nesting so a hostile document cannot exhaust the stack.
 const maxDepth = 64
 
 // parseJSON builds a generic tree (map[string]any, []any, json.Number,
-// string, bool, nil), rejecting duplicate keys and trailing data, which
-// encoding/json would silently accept.
+// string, bool, nil) with internal/strictjson, the decoder every request
+// body shares, which rejects duplicate keys and trailing data that
+// encoding/json would silently accept. The error wraps the
+// *strictjson.Error, for callers that switch on its kind.
 func parseJSON(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := parseJSONValue(dec, "", 0)
-	if err != nil {
-		return nil, jsonErr(data, dec, err)
+	var v any
+	err := strictjson.Options{MaxDepth: maxDepth, UseNumber: true}.Decode(data, &v)
+	if err == nil {
+		return v, nil
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("invalid JSON: unexpected data after the document at byte %d", dec.InputOffset())
+	var se *strictjson.Error
+	if !errors.As(err, &se) {
+		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
-	return v, nil
+	switch se.Kind {
+	case strictjson.Duplicate, strictjson.Depth:
+		return nil, jsonError{pathError{se.Path, se.Msg}.Error(), se}
+	case strictjson.Trailing:
+		return nil, jsonError{fmt.Sprintf("invalid JSON: unexpected data after the document at byte %d", trailingOffset(data, se.Offset)), se}
+	case strictjson.Syntax:
+		if se.Err == nil {
+			return nil, jsonError{"invalid JSON: " + se.Msg, se}
+		}
+		if errors.Is(se.Err, io.EOF) || errors.Is(se.Err, io.ErrUnexpectedEOF) {
+			return nil, jsonError{"invalid JSON: unexpected end of input", se}
+		}
+		line, col := lineCol(data, int(se.Offset))
+		return nil, jsonError{fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, strings.TrimPrefix(se.Err.Error(), "json: ")), se}
+	}
+	return nil, jsonError{"invalid JSON: " + se.Error(), se}
 }
 
-func jsonErr(data []byte, dec *json.Decoder, err error) error {
-	var se *json.SyntaxError
-	off := dec.InputOffset()
-	if errors.As(err, &se) {
-		off = se.Offset
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("invalid JSON: unexpected end of input")
-	}
-	var pe pathError
-	if errors.As(err, &pe) {
-		return pe
-	}
-	line, col := lineCol(data, int(off))
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "json: ")
-	return fmt.Errorf("invalid JSON at line %d, column %d: %s", line, col, msg)
+// trailingOffset is where this parser has always said trailing data is:
+// the end of its first token (start is where it begins).
+func trailingOffset(data []byte, start int64) int64 {
+	dec := json.NewDecoder(bytes.NewReader(data[start:]))
+	_, _ = dec.Token()
+	return start + dec.InputOffset()
 }
+
+// jsonError is the message this parser has always given, wrapping the
+// *strictjson.Error.
+type jsonError struct {
+	msg string
+	err *strictjson.Error
+}
+
+func (e jsonError) Error() string { return e.msg }
+func (e jsonError) Unwrap() error { return e.err }
 
 type pathError struct{ path, msg string }
 
@@ -65,62 +83,6 @@ func lineCol(data []byte, off int) (int, int) {
 	line := 1 + bytes.Count(data[:off], []byte{'\n'})
 	col := off - bytes.LastIndexByte(data[:off], '\n')
 	return line, col
-}
-
-func parseJSONValue(dec *json.Decoder, path string, depth int) (any, error) {
-	if depth > maxDepth {
-		return nil, pathError{path, fmt.Sprintf("nested deeper than %d levels", maxDepth)}
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			m := map[string]any{}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				k, ok := kt.(string)
-				if !ok {
-					return nil, fmt.Errorf("object key is not a string")
-				}
-				kp := childPath(path, k)
-				if _, dup := m[k]; dup {
-					return nil, pathError{kp, "duplicate key"}
-				}
-				v, err := parseJSONValue(dec, kp, depth+1)
-				if err != nil {
-					return nil, err
-				}
-				m[k] = v
-			}
-			if _, err := dec.Token(); err != nil {
-				return nil, err
-			}
-			return m, nil
-		case '[':
-			a := []any{}
-			for i := 0; dec.More(); i++ {
-				v, err := parseJSONValue(dec, fmt.Sprintf("%s[%d]", path, i), depth+1)
-				if err != nil {
-					return nil, err
-				}
-				a = append(a, v)
-			}
-			if _, err := dec.Token(); err != nil {
-				return nil, err
-			}
-			return a, nil
-		}
-		return nil, fmt.Errorf("unexpected %q", t)
-	default:
-		return t, nil
-	}
 }
 
 // childPath is the generic path of an object member; typed checking later
