@@ -400,7 +400,7 @@ func (l *Log) reconcile() error {
 	if ackBytes := int64(mk.nck) * ckRecSize; ckSize < ackBytes {
 		k := uint64(ckSize / ckRecSize)
 		return l.failAt(Problem{File: "checkpoints", Checkpoint: u64(k), Offset: int64(k) * ckRecSize,
-			Message: fmt.Sprintf("the file is %d bytes, but %d checkpoints (%d bytes) were acknowledged, the last for %d entries: checkpoint %d is incomplete or missing, so the file was truncated (acknowledged checkpoints are synced before Append returns, a crash cannot lose them); nothing was cut",
+			Message: fmt.Sprintf("the file is %d bytes, but %d checkpoints (%d bytes) were acknowledged, the last covering %d entries: checkpoint %d is incomplete or missing, so the file was truncated (acknowledged checkpoints are synced before Append returns, a crash cannot lose them)",
 				ckSize, mk.nck, ackBytes, mk.size, k)})
 	}
 	if rem := ckSize % ckRecSize; rem != 0 {
@@ -577,7 +577,7 @@ func (l *Log) describeTail(end, size int64) string {
 
 // fail records damage to the committed log and leaves a read-only state.
 func (l *Log) fail(reason error) error {
-	l.corrupt = fmt.Errorf("%w (%s): %v (nothing was cut or changed; run `op-dbus audit verify` for a full report)", ErrCorrupt, l.dir, reason)
+	l.corrupt = fmt.Errorf("%w (%s): %v (nothing was cut or changed; run `op-dbus audit verify` for a full report; nothing can be appended until the audit directory is restored from a backup)", ErrCorrupt, l.dir, reason)
 	l.t = nil
 	st, err := l.stamps()
 	if err != nil {

@@ -51,19 +51,23 @@ func (p Problem) String() string {
 
 // VerifyReport is the result of Verify.
 type VerifyReport struct {
-	OK                 bool          `json:"ok"`
-	Origin             string        `json:"origin"`
-	Size               uint64        `json:"size"`    // entries covered by the latest checkpoint
-	Entries            uint64        `json:"entries"` // records found in the entries file
-	Checkpoints        uint64        `json:"checkpoints"`
-	Signatures         uint64        `json:"signatures_checked"`
-	Root               string        `json:"root,omitempty"` // base64 root recomputed at Size
-	FirstBadEntry      *uint64       `json:"first_bad_entry,omitempty"`
-	FirstBadCheckpoint *uint64       `json:"first_bad_checkpoint,omitempty"`
-	Problems           []Problem     `json:"problems,omitempty"` // the first 100
-	MoreProblems       int           `json:"more_problems,omitempty"`
-	Repairs            []string      `json:"repairs,omitempty"` // files kept under repairs/ by earlier repairs
-	Duration           time.Duration `json:"duration_ns"`
+	OK                 bool      `json:"ok"`
+	Origin             string    `json:"origin"`
+	Size               uint64    `json:"size"`    // entries covered by the latest checkpoint
+	Entries            uint64    `json:"entries"` // records found in the entries file
+	Checkpoints        uint64    `json:"checkpoints"`
+	Signatures         uint64    `json:"signatures_checked"`
+	Root               string    `json:"root,omitempty"` // base64 root recomputed at Size
+	FirstBadEntry      *uint64   `json:"first_bad_entry,omitempty"`
+	FirstBadCheckpoint *uint64   `json:"first_bad_checkpoint,omitempty"`
+	Problems           []Problem `json:"problems,omitempty"` // the first 100
+	MoreProblems       int       `json:"more_problems,omitempty"`
+	Repairs            []string  `json:"repairs,omitempty"` // files kept under repairs/ by earlier repairs
+	// Repaired is what this Log cut before the check (at Open or a later
+	// reload, see Log.Repairs): the tail of an append that was never
+	// acknowledged. The log may verify, but it did not verify as found.
+	Repaired []string      `json:"repaired,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
 }
 
 const maxProblems = 100
@@ -152,6 +156,7 @@ func (l *Log) VerifyWith(o VerifyOptions) (VerifyReport, error) {
 	if len(v.rep.Problems) == 0 && l.corrupt != nil && o.LatestSignatureOnly {
 		v.add(Problem{File: fileMarker, Message: fmt.Sprintf("%v; a check of the latest signature only cannot clear that, run a full verification", l.corrupt)})
 	}
+	v.rep.Repaired = append([]string(nil), l.repairs...)
 	v.rep.OK = len(v.rep.Problems) == 0
 	var verr error
 	if !v.rep.OK {
