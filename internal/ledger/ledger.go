@@ -126,17 +126,29 @@ type Log struct {
 
 // Open opens (creating if needed, mode 0700) the audit log in dir, normally
 // <state-dir>/audit. At first use it creates the signing key dir/key (0600)
-// and dir/key.pub. It repairs an interrupted append: whatever follows the
-// last committed entry (a torn record, garbage, complete records whose
-// checkpoint was not written) is cut off (the bytes are kept under
-// dir/repairs/): an append is committed, and acknowledged, only once its
-// checkpoint is synced, so nothing acknowledged is ever cut. Repairs lists
-// what was done.
+// and dir/key.pub.
 //
-// Damage to the committed part of the log is not repaired: Open still
+// It repairs an interrupted append: whatever follows the last acknowledged
+// and committed entry (a torn record, garbage, complete records whose
+// checkpoint was not written, a partial or zero-filled checkpoint record
+// after the acknowledged ones) is cut off, the bytes kept under
+// dir/repairs/; Repairs lists what was done. An append is acknowledged
+// once its checkpoint is synced, and Append records that in the marker
+// dir/verified before it returns, so nothing acknowledged is ever cut: a
+// checkpoints file shorter than the acknowledged records is damage.
+//
+// Damage to the acknowledged part of the log is not repaired: Open still
 // succeeds so that the log can be read and verified, Corrupt returns the
-// reason, and Append, InclusionProof and ConsistencyProof refuse with an
-// error wrapping ErrCorrupt.
+// reason (naming the file and offset), and Append, InclusionProof and
+// ConsistencyProof refuse with an error wrapping ErrCorrupt.
+//
+// Open is cheap when no log file was written since the marker was
+// recorded (it compares the files' inode, size and ctime with the marker);
+// otherwise — another program edited a file, a crash left a tail, the log
+// was copied, or there is no marker yet — it re-hashes every entry and
+// checks every stored hash and checkpoint root (about as long as
+// VerifyWith(LatestSignatureOnly)), and records a new marker. Damage that
+// changes no ctime is found by VerifyAll.
 func Open(dir string) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
