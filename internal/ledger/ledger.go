@@ -512,8 +512,12 @@ func (l *Log) reconcile() error {
 		end = off + recordHeaderSize + int64(len(payload))
 	}
 	if end < mk.end {
-		return l.failAt(Problem{File: "entries", Entry: u64(C - 1), Offset: end,
-			Message: fmt.Sprintf("the last committed entry ends at offset %d, before the end of the acknowledged entries (%d): the entries or index file was modified", end, mk.end)})
+		p := Problem{File: "entries", Offset: end,
+			Message: fmt.Sprintf("the committed entries end at offset %d, before the end of the acknowledged entries (%d): the entries or index file was modified", end, mk.end)}
+		if C > 0 {
+			p.Entry = u64(C - 1)
+		}
+		return l.failAt(p)
 	}
 	if err := l.load(C, end, nck, last); err != nil {
 		return l.fail(err)
