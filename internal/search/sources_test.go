@@ -103,8 +103,8 @@ func TestBusOfSource(t *testing.T) {
 		"dbus/system/org.freedesktop.hostname1":          "system",
 		"dbus/session/org.freedesktop.systemd1":          "session",
 		"dbus/unix:path=/run/user/0/bus/org.example.Foo": "unix:path=/run/user/0/bus",
-		"state/hostname":                                 "",
-		"audit":                                          "",
+		"state/hostname": "",
+		"audit":          "",
 	} {
 		if got, ok := BusOfSource(src); got != want || ok != (want != "") {
 			t.Errorf("BusOfSource(%q) = %q, %v", src, got, ok)
