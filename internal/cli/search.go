@@ -227,7 +227,7 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 			for _, d := range sources {
 				total += len(d)
 			}
-			fmt.Fprintf(g.stderr, "op-dbus: %d documents; embedding what changed...\n", total)
+			fmt.Fprintf(g.stderr, "op-dbus: %d documents read; embedding what changed...\n", total)
 			last := time.Now()
 			ch, err := ix.Replace(ctx, sources, func(done, n int) {
 				if time.Since(last) > time.Second || done == n {
