@@ -90,16 +90,23 @@ func newIndexCmd(g *globals) *cobra.Command {
 		Use:   "index build|update|stats",
 		Short: "Build and maintain the search index (see `op-dbus search`)",
 		Long: `The search index holds one document for every D-Bus service, object,
-interface, method, signal and property (with its value) of the selected bus,
+interface, method, signal and property (with its value) of the selected buses,
 every plugin state item (a unit, a setting, a peer, a bridge) and every audit
 log entry, each with a stable ID and the command that opens it. It lives in
 STATE-DIR/search: index.bin (documents) and vectors.bin (embeddings by content
 hash, mapped into memory, bounded by --cache-max-bytes).
 
+Buses: --bus is repeatable (--bus system --bus session). Without it, build
+indexes the system bus and also the session bus when one answers within
+` + OptionalBusTimeout.String() + ` (with --user: the session bus, and the system bus when it answers); stderr
+says which buses were indexed and which were skipped, and why. IDs start
+with dbus/BUS/, so the two buses' documents never collide.
+
   op-dbus index build     walk, read and embed everything anew
-  op-dbus index update    the same selection again; only documents whose text
-                          changed are embedded again
-  op-dbus index stats     what the index holds
+  op-dbus index update    the same selection (the same buses) again; only
+                          documents whose text changed are embedded again; a
+                          default bus that does not answer keeps its documents
+  op-dbus index stats     what the index holds, per kind, bus and source
 
 Values of properties and state fields whose names look secret (key, token,
 password, secret, psk, ...) are never indexed, and no file is read: WireGuard
@@ -353,7 +360,7 @@ func (g *globals) flagString() string {
 func newIndexStatsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
-		Short: "What the search index holds",
+		Short: "What the search index holds: documents per kind, bus and source",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			f, err := g.format("text")
