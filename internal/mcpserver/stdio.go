@@ -10,6 +10,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -308,6 +309,12 @@ func checkMessage(obj []byte) (msg jsonrpc.Message, id json.RawMessage, why stri
 func checkID(raw json.RawMessage) (id json.RawMessage, why string) {
 	switch raw[0] {
 	case '"':
+		if !utf8.Valid(raw) {
+			// Echo it as valid UTF-8, as the SDK would.
+			var s string
+			_ = json.Unmarshal(raw, &s)
+			raw, _ = json.Marshal(s)
+		}
 		return raw, ""
 	case 'n':
 		return nil, `"id" is null: MCP request ids are strings or integers`

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
 	"github.com/op-dbus/op-dbus/internal/control"
 )
@@ -344,4 +347,104 @@ func TestStdioLineReaderDoesNotBufferOverlong(t *testing.T) {
 	if line, tooLong, err = lr.next(); string(line) != "last" || tooLong || !errors.Is(err, io.EOF) {
 		t.Errorf("last line without newline: %q %v %v", line, tooLong, err)
 	}
+}
+
+// FuzzStdioFrame feeds arbitrary lines to the frame check: it never
+// panics, a line is either handed on as a message or answered with a
+// JSON-RPC 2.0 error (-32700 only for what is not JSON), and only a blank
+// line or a batch of notifications gets neither. The seed corpus is in
+// testdata/fuzz/FuzzStdioFrame.
+func FuzzStdioFrame(f *testing.F) {
+	for _, tc := range badFrames {
+		f.Add([]byte(tc.frame))
+	}
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		msg, reply := checkFrame(line)
+		trimmed := bytes.Trim(line, jsonSpace)
+		switch {
+		case msg != nil && reply != nil:
+			t.Fatalf("both a message and an answer for %q", line)
+		case msg != nil:
+			if !json.Valid(trimmed) || trimmed[0] != '{' {
+				t.Fatalf("handed on a message from %q", line)
+			}
+			data, err := jsonrpc.EncodeMessage(msg)
+			if err != nil {
+				t.Fatalf("message from %q does not encode: %v", line, err)
+			}
+			// A request the SDK re-encodes is accepted again (the SDK
+			// drops an empty method and a null result when encoding).
+			if req, ok := msg.(*jsonrpc.Request); !ok || req.Method == "" {
+				return
+			}
+			if again, reply := checkFrame(data); again == nil || reply != nil {
+				t.Fatalf("message from %q, encoded as %s, is refused: %s", line, data, reply)
+			}
+		case reply != nil:
+			if !json.Valid(reply) || !utf8.Valid(reply) || bytes.ContainsRune(reply, '\n') {
+				t.Fatalf("answer to %q is not one line of JSON: %q", line, reply)
+			}
+			var answers []wireAnswer
+			if reply[0] == '[' {
+				if err := json.Unmarshal(reply, &answers); err != nil || len(answers) == 0 || trimmed[0] != '[' {
+					t.Fatalf("batch answer to %q: %s", line, reply)
+				}
+			} else {
+				answers = []wireAnswer{decodeAnswer(t, reply)}
+			}
+			for _, a := range answers {
+				if a.JSONRPC != "2.0" || a.Error == nil || a.Result != nil {
+					t.Fatalf("answer to %q is not a JSON-RPC error: %s", line, reply)
+				}
+				switch a.Error.Code {
+				case -32700:
+					if json.Valid(trimmed) {
+						t.Fatalf("parse error for valid JSON %q", line)
+					}
+				case -32600:
+					if !json.Valid(trimmed) {
+						t.Fatalf("invalid request for invalid JSON %q", line)
+					}
+				default:
+					t.Fatalf("answer to %q has code %d", line, a.Error.Code)
+				}
+				if id := string(a.ID); id != "null" && id[0] != '"' && id[0] != '-' && (id[0] < '0' || id[0] > '9') {
+					t.Fatalf("answer to %q has id %s", line, id)
+				}
+			}
+		default:
+			if len(trimmed) > 0 && trimmed[0] != '[' {
+				t.Fatalf("no answer and no message for %q", line)
+			}
+		}
+	})
+}
+
+// FuzzStdioLines checks the line reader against bytes.Split with a small
+// limit: every line comes back whole or as too long, in order.
+func FuzzStdioLines(f *testing.F) {
+	f.Add([]byte("{}\n{not json\n\n[]"), uint8(4))
+	f.Add([]byte(strings.Repeat("x", 100)+"\n{}\n"), uint8(8))
+	f.Fuzz(func(t *testing.T, data []byte, max uint8) {
+		limit := int(max) + 1
+		lr := newLineReader(bytes.NewReader(data), limit)
+		want := bytes.Split(data, []byte("\n"))
+		for i, w := range want {
+			last := i == len(want)-1
+			if last && len(w) == 0 {
+				break
+			}
+			line, tooLong, err := lr.next()
+			if tooLong != (len(w) > limit) || (!tooLong && !bytes.Equal(line, w)) {
+				t.Fatalf("line %d: got %q (too long %v), want %q (limit %d)", i, line, tooLong, w, limit)
+			}
+			if last != (err != nil) {
+				t.Fatalf("line %d: error %v, last %v", i, err, last)
+			}
+		}
+		if _, _, err := lr.next(); !errors.Is(err, io.EOF) {
+			t.Fatalf("after the last line: %v", err)
+		}
+	})
 }
