@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,8 +34,15 @@ func TestTestbedMCPStdioMalformedFramesKeepServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	// The child writes its stderr to a file, so the test may read it at
+	// any time without racing a copying goroutine.
+	errf, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	cmd.Stderr = errf
+	stderr := func() string { b, _ := os.ReadFile(errf.Name()); return string(b) }
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +58,7 @@ func TestTestbedMCPStdioMalformedFramesKeepServing(t *testing.T) {
 	send := func(frame string) {
 		t.Helper()
 		if _, err := io.WriteString(in, frame+"\n"); err != nil {
-			t.Fatalf("write to op-dbus mcp: %v\n%s", err, stderr.String())
+			t.Fatalf("write to op-dbus mcp: %v\n%s", err, stderr())
 		}
 	}
 	type answer struct {
@@ -66,7 +74,7 @@ func TestTestbedMCPStdioMalformedFramesKeepServing(t *testing.T) {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("%s: op-dbus mcp closed stdout\n%s", what, stderr.String())
+				t.Fatalf("%s: op-dbus mcp closed stdout\n%s", what, stderr())
 			}
 			var a answer
 			if err := json.Unmarshal([]byte(line), &a); err != nil || a.JSONRPC != "2.0" {
@@ -74,7 +82,7 @@ func TestTestbedMCPStdioMalformedFramesKeepServing(t *testing.T) {
 			}
 			return a
 		case <-ctx.Done():
-			t.Fatalf("%s: no answer\n%s", what, stderr.String())
+			t.Fatalf("%s: no answer\n%s", what, stderr())
 		}
 		return answer{}
 	}
@@ -106,7 +114,7 @@ func TestTestbedMCPStdioMalformedFramesKeepServing(t *testing.T) {
 	// Still running (not a zombie): answering was not its last act.
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
 	if i := strings.LastIndexByte(string(stat), ')'); err != nil || i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' {
-		t.Fatalf("op-dbus mcp is not running after the bad frames: %v %q\n%s", err, stat, stderr.String())
+		t.Fatalf("op-dbus mcp is not running after the bad frames: %v %q\n%s", err, stat, stderr())
 	}
 
 	// The client hangs up: a clean exit.
@@ -114,9 +122,9 @@ func TestTestbedMCPStdioMalformedFramesKeepServing(t *testing.T) {
 	for range lines {
 	}
 	if err := cmd.Wait(); err != nil {
-		t.Errorf("op-dbus mcp after stdin closed: %v\n%s", err, stderr.String())
+		t.Errorf("op-dbus mcp after stdin closed: %v\n%s", err, stderr())
 	}
-	if strings.Contains(stderr.String(), "panic") || strings.Contains(stderr.String(), "DATA RACE") {
-		t.Errorf("crash:\n%s", stderr.String())
+	if strings.Contains(stderr(), "panic") || strings.Contains(stderr(), "DATA RACE") {
+		t.Errorf("crash:\n%s", stderr())
 	}
 }
