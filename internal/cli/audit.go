@@ -23,7 +23,7 @@ func (g *globals) auditDir() string { return statedir.New(g.stateDir).Audit() }
 
 // openAuditRead opens an existing log for reading; it never creates one.
 func (g *globals) openAuditRead() (*ledger.Log, error) {
-	if !statedir.New(g.stateDir).HasAudit() {
+	if !ledger.Exists(g.auditDir()) {
 		return nil, &exitError{ExitError, fmt.Errorf("no audit log in %s yet (it is written by the first apply)", g.auditDir())}
 	}
 	l, err := ledger.Open(g.auditDir())

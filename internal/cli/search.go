@@ -20,13 +20,14 @@ import (
 	"github.com/op-dbus/op-dbus/internal/search"
 	"github.com/op-dbus/op-dbus/internal/search/cache"
 	"github.com/op-dbus/op-dbus/internal/search/embed"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
 // EmbedAPIKeyEnv holds the API key of an external embedder; it is never
 // written to the index.
 const EmbedAPIKeyEnv = "OPDBUS_EMBED_API_KEY"
 
-func (g *globals) searchDir() string { return filepath.Join(g.stateDir, "search") }
+func (g *globals) searchDir() string { return statedir.New(g.stateDir).Search() }
 
 type embedFlags struct {
 	embedder string

@@ -48,7 +48,7 @@ func (s *Service) Note(e ledger.Entry) {
 
 // readLog opens an existing audit log; ok is false when there is none yet.
 func (s *Service) readLog() (*ledger.Log, bool, error) {
-	if !s.dir.HasAudit() {
+	if !ledger.Exists(s.dir.Audit()) {
 		return nil, false, nil
 	}
 	l, err := ledger.Open(s.dir.Audit())

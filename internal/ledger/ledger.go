@@ -1067,3 +1067,10 @@ func (l *Log) Each(from uint64, fn func(Entry) error) error {
 	}
 	return nil
 }
+
+// Exists reports whether an audit log has been written in dir (Open would
+// create one).
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, fileNames[0]))
+	return err == nil
+}

@@ -47,11 +47,10 @@ type searcher struct {
 // seed returns the D-Bus sources of the state directory's search index, if
 // there is one made with the built-in embedder of this index's dimension.
 func (sr *searcher) seed() map[string][]search.Document {
-	dir := sr.s.svc.StateDir()
-	if dir == "" {
+	if sr.s.svc.StateDir() == "" {
 		return nil
 	}
-	m, docs, err := search.ReadFile(filepath.Join(dir, "search", search.IndexFile))
+	m, docs, err := search.ReadFile(filepath.Join(sr.s.svc.Dir().Search(), search.IndexFile))
 	if err != nil || m.Config.Kind != "builtin" || (m.Config.Dim != 0 && m.Config.Dim != sr.ix.Embedder().Dim()) {
 		return nil
 	}

@@ -3,8 +3,6 @@ package search
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -219,7 +217,7 @@ func AuditLogAt(dir string) AuditEntries {
 // and the seq to read from next time. Without a log it reads nothing (and
 // creates none).
 func ReadAudit(dir string, from uint64) (es []ledger.Entry, next uint64, err error) {
-	if !HasAudit(dir) {
+	if !ledger.Exists(dir) {
 		return nil, from, nil
 	}
 	l, err := ledger.Open(dir)
@@ -241,7 +239,7 @@ func ReadAudit(dir string, from uint64) (es []ledger.Entry, next uint64, err err
 // AuditSize is the number of entries of the audit log in dir (0 without
 // one).
 func AuditSize(dir string) uint64 {
-	if !HasAudit(dir) {
+	if !ledger.Exists(dir) {
 		return 0
 	}
 	l, err := ledger.Open(dir)
@@ -250,13 +248,6 @@ func AuditSize(dir string) uint64 {
 	}
 	defer l.Close()
 	return l.Size()
-}
-
-// HasAudit reports whether an audit log was written in dir (ledger.Open
-// would create one).
-func HasAudit(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "entries"))
-	return err == nil
 }
 
 // BusOfSource is the bus of a D-Bus source ("dbus/BUS/SERVICE"); ok is

@@ -115,7 +115,7 @@ func TestBusOfSource(t *testing.T) {
 func TestReadAuditWithoutLog(t *testing.T) {
 	dir := t.TempDir()
 	es, next, err := ReadAudit(dir, 3)
-	if err != nil || es != nil || next != 3 || HasAudit(dir) || AuditSize(dir) != 0 {
+	if err != nil || es != nil || next != 3 || ledger.Exists(dir) || AuditSize(dir) != 0 {
 		t.Fatalf("%v %d %v", es, next, err)
 	}
 }
