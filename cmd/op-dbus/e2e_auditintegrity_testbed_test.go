@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,5 +102,40 @@ func TestTestbedAuditIntegrityCheckpointTruncation(t *testing.T) {
 	wantCode(t, r, 1, "apply to a log with a truncated checkpoint")
 	if !strings.Contains(r.stderr, "audit log is corrupt") {
 		t.Errorf("apply does not name the audit log:\n%s", r)
+	}
+}
+
+// The daemon verifies the whole audit log when it starts: a damaged log is
+// reported as an event, and enforce mode then corrects nothing, because
+// nothing is changed that cannot be recorded.
+func TestTestbedServeVerifiesAuditLogAtStart(t *testing.T) {
+	m, env := userBed(t, "av-a.service")
+	dir := t.TempDir()
+	sd := dir + "/s"
+	up := writeFile(t, dir, "up.json", `{"version":1,"plugins":{"systemd":{"units":{"av-a.service":{"active_state":"active"}}}}}`)
+	wantCode(t, run(t, env, "", "--user", "--state-dir="+sd, "apply", "--yes", up), 0, "apply up")
+	if o, err := m.Systemctl(context.Background(), "stop", "av-a.service"); err != nil {
+		t.Fatalf("%v %s", err, o)
+	}
+	p := filepath.Join(sd, "audit", "entries")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServe(t, env, "--user", "--state-dir="+sd, "serve", "--state", up, "--mode", "enforce")
+	// The verification runs before "ready", which startServe waits for.
+	if !s.stderrHas("no change will be applied until it is looked at") {
+		t.Errorf("the daemon did not report the damaged audit log at start:\n%s", s.Stderr())
+	}
+	ev := s.wait(t, "correction", func(e daemonEvent) bool { return e.Plugin == "systemd" })
+	if ev.Result != "failed" || !strings.Contains(ev.raw, "audit") {
+		t.Errorf("correction with a damaged audit log: %s", ev.raw)
+	}
+	if got := oracle(t, m, "is-active", "av-a.service"); got != "inactive" {
+		t.Errorf("av-a.service %s: the daemon changed the host without an audit log", got)
 	}
 }

@@ -98,6 +98,27 @@ func (s *Service) AuditVerify() (ledger.VerifyReport, error) {
 	return l.Verify()
 }
 
+// VerifyAuditLog re-reads and re-hashes the whole audit log (what the
+// daemon does at start and on a schedule): damage that left the files'
+// sizes and times alone (bit rot, a careful edit) is found, recorded in the
+// log's marker, and every later apply of any process refuses to append.
+// It returns nil when there is no log yet or the log is clean.
+func (s *Service) VerifyAuditLog() error {
+	l, ok, err := s.readLog()
+	if err != nil || !ok {
+		return err
+	}
+	defer l.Close()
+	_, err = l.VerifyAll()
+	if err == nil {
+		err = l.Corrupt()
+	}
+	if err != nil {
+		return errkind.New(errkind.Damaged, fmt.Errorf("audit log %s: %w", s.dir.Audit(), err))
+	}
+	return nil
+}
+
 // AuditSize is the number of entries (0, false when there is no log).
 func (s *Service) AuditSize() (uint64, bool) {
 	l, ok, err := s.readLog()
