@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -213,15 +215,6 @@ func enabled(u *systemd.Unit) bool {
 	return u != nil && (u.Enabled != nil && *u.Enabled || u.UnitFileState == "enabled")
 }
 
-func sortedUnits(ss *systemd.State) []string {
-	out := make([]string, 0, len(ss.Units))
-	for n := range ss.Units {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // servicesModule maps every enabled unit to a NixOS option, rebuilds the
 // ones an administrator wrote, and lists the rest with the reason.
 func servicesModule(ss *systemd.State, in Input, r *report) *Set {
@@ -230,7 +223,7 @@ func servicesModule(ss *systemd.State, in Input, r *report) *Set {
 	notes := map[string][]string{}
 	var defs []string
 	var leftOut, inNetwork []string
-	for _, name := range sortedUnits(ss) {
+	for _, name := range slices.Sorted(maps.Keys(ss.Units)) {
 		u := ss.Units[name]
 		if !enabled(u) {
 			continue

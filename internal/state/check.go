@@ -3,8 +3,10 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -50,7 +52,7 @@ func check(path string, v any, t reflect.Type) Problems {
 		}
 		sort.Strings(names)
 		var ps Problems
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, ok := fields[k]
 			fp := fieldPath(path, k)
 			if !ok {
@@ -66,7 +68,7 @@ func check(path string, v any, t reflect.Type) Problems {
 			return Problems{{path, "expected an object, got " + kindOf(v)}}
 		}
 		var ps Problems
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			ps = append(ps, check(fmt.Sprintf("%s[%q]", path, k), m[k], t.Elem())...)
 		}
 		return ps

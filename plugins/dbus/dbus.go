@@ -8,7 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -209,7 +211,7 @@ func (p *Plugin) QueryFor(ctx context.Context, desired any) (any, error) {
 // Get for one, GetAll for more (then Get for any GetAll left out).
 func (p *Plugin) readProps(ctx context.Context, conn *godbus.Conn, i int, o Object, ii *ifaceInfo, into map[string]json.RawMessage) error {
 	var want []string
-	for _, name := range sortedKeys(o.Properties) {
+	for _, name := range slices.Sorted(maps.Keys(o.Properties)) {
 		if pi := ii.Properties[name]; pi != nil && pi.Read {
 			want = append(want, name)
 		}
