@@ -1,8 +1,8 @@
 // Package dbusprops implements a plugin for one D-Bus object whose
 // properties are read with GetAll (one Get each when the service's GetAll
-// fails) and changed through setter methods, the
-// shape of systemd's hostname1, timedate1 and locale1. A plugin package
-// describes the object in a Spec; this package does query, plan and apply.
+// fails) and changed through setter methods, the shape of systemd's
+// hostname1, timedate1 and locale1. A plugin package describes the object
+// in a Spec; this package does query, plan and apply.
 package dbusprops
 
 import (
