@@ -20,9 +20,9 @@ import (
 // introspects the object and reads each readable property of the
 // interface with Get: it returns what it could read, and, when some
 // properties failed, a *PropertyErrors naming them. The caller decides
-// which of them it needs. When the object cannot be introspected, or its
-// introspection lists no readable property of iface, the error is
-// GetAll's own.
+// which of them it needs. When the object cannot be introspected, its
+// introspection lists no readable property of iface, or no property can
+// be read with Get either, the error is GetAll's own.
 func GetAll(ctx context.Context, obj dbus.BusObject, iface string) (map[string]dbus.Variant, error) {
 	ctx, cancel := WithTimeout(ctx)
 	defer cancel()
@@ -44,7 +44,10 @@ func GetAll(ctx context.Context, obj dbus.BusObject, iface string) (map[string]d
 		}
 		m[name] = v
 	}
-	if len(pe.Failed) > 0 {
+	switch {
+	case len(m) == 0:
+		return nil, err // nothing answers Get either (access denied...)
+	case len(pe.Failed) > 0:
 		return m, pe
 	}
 	return m, nil
