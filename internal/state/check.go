@@ -7,7 +7,6 @@ import (
 	"math"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -46,11 +45,7 @@ func check(path string, v any, t reflect.Type) Problems {
 			return Problems{{path, "expected an object, got " + kindOf(v)}}
 		}
 		fields := structFields(t)
-		names := make([]string, 0, len(fields))
-		for n := range fields {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(fields))
 		var ps Problems
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, ok := fields[k]

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -242,11 +241,7 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 		if !ok {
 			ps = append(ps, Problem{Path: "plugins", Msg: "expected an object keyed by plugin name, got " + kindOf(raw)})
 		} else {
-			known := make([]string, 0, len(types))
-			for n := range types {
-				known = append(known, n)
-			}
-			sort.Strings(known)
+			known := slices.Sorted(maps.Keys(types))
 			for _, name := range slices.Sorted(maps.Keys(pm)) {
 				path := "plugins." + name
 				mk, ok := types[name]
