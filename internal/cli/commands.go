@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -129,10 +128,7 @@ when the document is valid. Nothing on the host is read or changed.`,
 			} else {
 				r.Valid = true
 				r.Hash = doc.Hash()
-				for n := range doc.Plugins {
-					r.Plugins = append(r.Plugins, n)
-				}
-				sort.Strings(r.Plugins)
+				r.Plugins = slices.Sorted(maps.Keys(doc.Plugins))
 			}
 			if f != "text" {
 				if err := writeData(g.stdout, f, r); err != nil {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -390,15 +390,15 @@ func newIndexStatsCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(g.stdout, "built %s, updated %s\n", st.Built.Local().Format(time.RFC3339), st.Updated.Local().Format(time.RFC3339))
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KIND\tDOCUMENTS")
-			for _, k := range sortedKeys(st.Kinds) {
+			for _, k := range slices.Sorted(maps.Keys(st.Kinds)) {
 				fmt.Fprintf(tw, "%s\t%d\n", k, st.Kinds[k])
 			}
 			fmt.Fprintln(tw, "BUS\tDOCUMENTS")
-			for _, k := range sortedKeys(st.Buses) {
+			for _, k := range slices.Sorted(maps.Keys(st.Buses)) {
 				fmt.Fprintf(tw, "%s\t%d\n", k, st.Buses[k])
 			}
 			fmt.Fprintln(tw, "SOURCE\tDOCUMENTS")
-			for _, k := range sortedKeys(st.Sources) {
+			for _, k := range slices.Sorted(maps.Keys(st.Sources)) {
 				fmt.Fprintf(tw, "%s\t%d\n", k, st.Sources[k])
 			}
 			if err := tw.Flush(); err != nil {
@@ -410,15 +410,6 @@ func newIndexStatsCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-}
-
-func sortedKeys(m map[string]int) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // loadIndex reads the index of the state directory with its vectors.

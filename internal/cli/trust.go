@@ -2,7 +2,8 @@ package cli
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -271,11 +272,7 @@ func printSnapshots(g *globals, sns []snapshot.Snapshot) error {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tREASON\tTAG\tPLUGINS")
 	for _, s := range sns {
-		var ps []string
-		for p := range s.Plugins {
-			ps = append(ps, p)
-		}
-		sort.Strings(ps)
+		ps := slices.Sorted(maps.Keys(s.Plugins))
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.Time.Local().Format(time.RFC3339), s.Reason, s.Tag, strings.Join(ps, ","))
 	}
 	return tw.Flush()

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -48,12 +47,7 @@ func (e *Engine) Plugin(name string) (plugin.Plugin, bool) {
 
 // Names returns the engine's plugin names, sorted.
 func (e *Engine) Names() []string {
-	out := make([]string, 0, len(e.plugins))
-	for n := range e.plugins {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(e.plugins))
 }
 
 // Types returns the state constructors of the engine's plugins, for decoding.

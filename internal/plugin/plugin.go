@@ -7,7 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -176,23 +177,14 @@ func Register(name string, f Factory) {
 func Names() []string {
 	mu.RLock()
 	defer mu.RUnlock()
-	out := make([]string, 0, len(factories))
-	for n := range factories {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(factories))
 }
 
 // New builds every registered plugin, sorted by name.
 func New(opts Options) []Plugin {
 	mu.RLock()
 	defer mu.RUnlock()
-	names := make([]string, 0, len(factories))
-	for n := range factories {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(factories))
 	out := make([]Plugin, 0, len(names))
 	for _, n := range names {
 		out = append(out, factories[n](opts))

@@ -3,6 +3,8 @@ package search
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -235,24 +237,14 @@ func FromPluginState(plugin string, st any, globalFlags string) ([]Document, err
 	}
 	open += "query -p " + plugin
 	var out []Document
-	keys := make([]string, 0, len(top))
-	for k := range top {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
 		v := top[k]
 		base := src + "/" + k
 		switch x := v.(type) {
 		case map[string]any:
 			if allObjects(x) && len(x) > 0 {
 				kind := itemKind(plugin, k)
-				names := make([]string, 0, len(x))
-				for n := range x {
-					names = append(names, n)
-				}
-				sort.Strings(names)
-				for _, n := range names {
+				for _, n := range slices.Sorted(maps.Keys(x)) {
 					out = append(out, Document{ID: base + "/" + n, Kind: kind, Name: n, Context: plugin + " " + k,
 						Text: plugin + " " + kind + " " + n + " " + flatten(x[n]), Open: open, Source: src})
 				}
@@ -333,12 +325,7 @@ func flatten(v any) string {
 		}
 		switch x := v.(type) {
 		case map[string]any:
-			keys := make([]string, 0, len(x))
-			for k := range x {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(x)) {
 				walk(k, x[k])
 			}
 		case []any:

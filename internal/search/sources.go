@@ -3,7 +3,8 @@ package search
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,12 +117,7 @@ func Gather(ctx context.Context, s Sources) (*Gathered, error) {
 			return nil, err
 		}
 		out.PluginErrors = failed
-		names := make([]string, 0, len(states))
-		for n := range states {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+		for _, n := range slices.Sorted(maps.Keys(states)) {
 			docs, err := FromPluginState(n, states[n], s.Flags)
 			if err != nil {
 				return nil, err

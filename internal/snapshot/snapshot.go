@@ -13,9 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -99,11 +100,7 @@ func (s *Store) Create(states map[string]any, tag, reason string) (*Snapshot, er
 	}
 	defer unlock()
 	snap := &Snapshot{Time: time.Now().UTC(), Tag: tag, Reason: reason, Plugins: map[string]string{}}
-	names := make([]string, 0, len(states))
-	for n := range states {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(states))
 	idh := sha256.New()
 	for _, n := range names {
 		b, err := canonical(states[n])

@@ -37,7 +37,7 @@ type NetNS struct {
 	children []*exec.Cmd
 }
 
-// nsFlags are the namespaces Exec, Command and Start enter.
+// netnsFlags are the namespaces Exec, Command and Start enter.
 var netnsFlags = []string{"-m", "-p", "-n"}
 
 // StartNetNS starts a NetNS whose files (log, daemon logs, sockets a test

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -296,10 +297,9 @@ func (m *Manager) Prune(keep int, maxAge time.Duration) error {
 	var lines []string
 	for _, sn := range removed {
 		var ps []string
-		for p, h := range sn.Plugins {
-			ps = append(ps, p+"="+h)
+		for _, p := range slices.Sorted(maps.Keys(sn.Plugins)) {
+			ps = append(ps, p+"="+sn.Plugins[p])
 		}
-		sort.Strings(ps)
 		lines = append(lines, fmt.Sprintf("%s@%s{%s}", sn.ID, sn.Time.Format(time.RFC3339), strings.Join(ps, ",")))
 	}
 	if rerr := m.record(Record{Kind: "snapshot-prune", Result: "success", Message: "pruned " + strings.Join(lines, " ")}); rerr != nil {
@@ -341,10 +341,7 @@ func (m *Manager) Recover(ctx context.Context) (*engine.RollbackResult, error) {
 	verified := rb.Verify.OK
 	rec := Record{Kind: "recovery", Document: j.Document, Snapshot: j.Snapshot, Undo: rb.Outcomes, Verified: &verified,
 		StartedBy: j.Source, StartedFor: j.Client}
-	for p := range j.PreState {
-		rec.Plugins = append(rec.Plugins, p)
-	}
-	sort.Strings(rec.Plugins)
+	rec.Plugins = slices.Sorted(maps.Keys(j.PreState))
 	what := fmt.Sprintf("transaction %s (%s)", j.ID, j.Phase)
 	if by := j.startedBy(); by != "" {
 		what = fmt.Sprintf("transaction %s (%s, started by %s)", j.ID, j.Phase, by)
@@ -429,14 +426,7 @@ func DocumentFrom(e *engine.Engine, states map[string]json.RawMessage, validate 
 	return state.Decode(b, state.FormatJSON, e.Types(), validate)
 }
 
-func docPlugins(doc *state.Document) []string {
-	out := make([]string, 0, len(doc.Plugins))
-	for n := range doc.Plugins {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func docPlugins(doc *state.Document) []string { return slices.Sorted(maps.Keys(doc.Plugins)) }
 
 func newID() string {
 	var b [8]byte
