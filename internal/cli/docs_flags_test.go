@@ -3,9 +3,9 @@ package cli
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"maps"
 	"regexp"
 	"slices"
 	"strings"
