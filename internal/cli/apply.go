@@ -62,7 +62,7 @@ type txnFlags struct {
 func (t *txnFlags) register(c *cobra.Command) {
 	c.Flags().BoolVar(&t.dryRun, "dry-run", false, "print the plan and change nothing")
 	c.Flags().BoolVarP(&t.yes, "yes", "y", false, "apply without asking for confirmation")
-	c.Flags().DurationVar(&t.confirmWithin, "confirm-within", 0, "after a verified apply, roll everything back unless `op-dbus commit` comes within this long")
+	c.Flags().DurationVar(&t.confirmWithin, "confirm-within", 0, "after a verified apply, roll everything back unless op-dbus commit comes within this long")
 }
 
 // runTransaction is apply, rollback and snapshot restore: plan, show,

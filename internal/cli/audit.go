@@ -246,7 +246,7 @@ every append. See docs/audit.md.`,
 			})
 		},
 	}
-	consistency.Flags().StringVar(&from, "from", "", "a signed checkpoint saved earlier (from `op-dbus audit checkpoint` or a receipt)")
+	consistency.Flags().StringVar(&from, "from", "", "a `FILE` holding a signed checkpoint saved earlier (from op-dbus audit checkpoint, or a receipt's checkpoint)")
 
 	keyCmd := &cobra.Command{
 		Use:   "key",

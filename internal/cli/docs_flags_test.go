@@ -37,7 +37,7 @@ import (
 //     (|, ;, &&, ||). `systemctl reload op-dbus` or op-dbus/web1/... are
 //     not invocations. The invocation ends at a separator, a redirection
 //     (>, >>, 2>, <), a # comment, or a | followed by a word that is not a
-//     flag (a pipe into another program; "--from N | --from-checkpoint F"
+//     flag (a pipe into another program; "OLD_SIZE | --from FILE"
 //     is an alternative of a usage synopsis and goes on).
 //     Its words are read as cobra would: flags (and the value of those
 //     that take one) are skipped while the words that follow name
@@ -638,6 +638,8 @@ func TestDocsRuleExamples(t *testing.T) {
 		"`op-dbus snapshot frobnicate`",
 		"`op-dbus audit log/show/frob`",
 		"`op-dbus mcp --api-socket X`", // serve's flag, not mcp's
+		"`op-dbus audit consistency OLD_SIZE | --from-checkpoint FILE`",
+		"`-H \"Authorization: Bearer x\"`", // curl's: say `curl -H ...`
 		"`audit verify --nope`",
 		"    $ op-dbus query -p systemd --nope > x.json",
 		"    op-dbus serve --state F \\\n        --nope",
@@ -650,7 +652,7 @@ func TestDocsRuleExamples(t *testing.T) {
 		"`systemctl reload op-dbus`, `op-dbus/web1/audit/x`",
 		"`op-dbus --user --state-dir ~/.local/state/op-dbus recover --if-deadline-passed -o json`",
 		"`op-dbus index build\\|update\\|stats`",
-		"`op-dbus audit consistency --from SIZE | --from-checkpoint FILE`",
+		"`op-dbus audit consistency OLD_SIZE | --from FILE`",
 		"`op-dbus query -o json | jq -r .plugins`",
 		"`op-dbus search \"set the time zone\" [-k N] [--kind K]`",
 		"    op-dbus audit proof 3 > receipt.json   # --nope in a comment",

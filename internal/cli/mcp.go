@@ -58,7 +58,7 @@ Diagnostics go to stderr; stdout carries only the protocol.`,
 		},
 	}
 	c.Flags().BoolVar(&allowApply, "allow-apply", false, "offer the apply tool (plans from this server only, always under the confirm timer)")
-	c.Flags().DurationVar(&confirmWithin, "confirm-within", confirmWithin, "with --allow-apply: roll an apply back unless `op-dbus commit` runs within this long")
+	c.Flags().DurationVar(&confirmWithin, "confirm-within", confirmWithin, "with --allow-apply: roll an apply back unless op-dbus commit runs within this long")
 	return c
 }
 

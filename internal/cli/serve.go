@@ -90,7 +90,7 @@ the bus restarts, the daemon reconnects by itself.`,
 	fl.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "gather a plugin's change signals this long before re-querying it")
 	fl.IntVar(&f.maxFailures, "max-failures", 3, "enforce: back off after this many failed corrections of a plugin in a row")
 	fl.StringVar(&f.apiSocket, "api-socket", "", "serve the HTTP API on this unix socket (e.g. /run/op-dbus/api.sock); off when empty")
-	fl.Uint32Var(&f.apiSocketMode, "api-socket-mode", 0o660, "file mode of the API socket")
+	fl.Uint32Var(&f.apiSocketMode, "api-socket-mode", 0o660, "file mode of the API socket, e.g. 0640 (octal with a leading 0; the default 0660 shows as 432)")
 	fl.StringVar(&f.apiListen, "api-listen", "", "also serve the API on this TCP host:port (needs --api-token-file)")
 	fl.StringVar(&f.apiTokenFile, "api-token-file", "", "bearer token file for the TCP API")
 	fl.StringVar(&f.apiCert, "api-tls-cert", "", "TLS certificate for the TCP API")
