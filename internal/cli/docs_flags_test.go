@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -11,8 +12,25 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/op-dbus/op-dbus/internal/control"
+	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/mcpserver"
+	"github.com/op-dbus/op-dbus/internal/plugin"
+
+	// The plugins, registered as cmd/op-dbus registers them.
+	_ "github.com/op-dbus/op-dbus/plugins/dbus"
+	_ "github.com/op-dbus/op-dbus/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/plugins/locale"
+	_ "github.com/op-dbus/op-dbus/plugins/network"
+	_ "github.com/op-dbus/op-dbus/plugins/networkmanager"
+	_ "github.com/op-dbus/op-dbus/plugins/ovs"
+	_ "github.com/op-dbus/op-dbus/plugins/systemd"
+	_ "github.com/op-dbus/op-dbus/plugins/timedate"
+	_ "github.com/op-dbus/op-dbus/plugins/wireguard"
 )
 
 // The documentation and the help text name op-dbus's flags and commands;
@@ -674,6 +692,117 @@ func TestDocsRuleExamples(t *testing.T) {
 			if p := checkUnit(root, ix, u); len(p) > 0 {
 				t.Errorf("%q: %v", s, p)
 			}
+		}
+	}
+}
+
+// helpWord reports whether text names w as a word (not inside a longer
+// name: "search" is not found in "search_index").
+func helpWord(text, w string) bool {
+	return regexp.MustCompile(`(^|[^A-Za-z0-9_-])` + regexp.QuoteMeta(w) + `($|[^A-Za-z0-9_-])`).MatchString(text)
+}
+
+func findCmd(t *testing.T, root *cobra.Command, path ...string) *cobra.Command {
+	t.Helper()
+	c, rest, err := root.Find(path)
+	if err != nil || len(rest) > 0 {
+		t.Fatalf("op-dbus %v: %v %v", path, rest, err)
+	}
+	return c
+}
+
+// TestHelpMcpNamesEveryTool: `op-dbus mcp --help` names every tool the
+// server registers (with --allow-apply, so apply too), and docs/mcp.md has
+// a row for each.
+func TestHelpMcpNamesEveryTool(t *testing.T) {
+	ctx := context.Background()
+	svc := control.New(control.Options{StateDir: t.TempDir(), Engine: engine.New(nil)})
+	defer svc.Close()
+	srv := mcpserver.New(svc, mcpserver.Options{AllowApply: true})
+	ct, st := mcp.NewInMemoryTransports()
+	ss, err := srv.MCP().Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "docs-test", Version: "0"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cs.Close(); ss.Wait() }()
+	r, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Tools) < 5 {
+		t.Fatalf("only %d tools", len(r.Tools))
+	}
+	long := findCmd(t, docsRoot(), "mcp").Long
+	doc, err := os.ReadFile("../../docs/mcp.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range r.Tools {
+		if !helpWord(long, tool.Name) {
+			t.Errorf("op-dbus mcp --help does not name the tool %s", tool.Name)
+		}
+		if !strings.Contains(string(doc), "| `"+tool.Name+"` |") {
+			t.Errorf("docs/mcp.md has no row for the tool %s", tool.Name)
+		}
+	}
+}
+
+// daemonWatched are the plugins internal/daemon/watch.go watches itself
+// (watcherFor: systemd's signals, PropertiesChanged of the property
+// services); every other plugin is watched when it is a plugin.Watcher.
+var daemonWatched = []string{"systemd", "hostname", "timedate", "locale"}
+
+// TestHelpNamesEveryPlugin: every directory under plugins/ registers a
+// plugin (imported by this test as by cmd/op-dbus); `op-dbus serve --help`
+// names each plugin and says which have no change source; README.md's
+// plugin table has a row for each.
+func TestHelpNamesEveryPlugin(t *testing.T) {
+	dirs, err := os.ReadDir("../../plugins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, d := range dirs {
+		if d.IsDir() {
+			want = append(want, d.Name())
+		}
+	}
+	if got := plugin.Names(); !slices.Equal(got, want) {
+		t.Fatalf("registered plugins %v, plugins/ has %v: import the new one in this test (and cmd/op-dbus)", got, want)
+	}
+	serve := findCmd(t, docsRoot(), "serve").Long
+	_, noSource, ok := strings.Cut(serve, "\n\nThe ")
+	if ok {
+		noSource, _, _ = strings.Cut(noSource, "have no change source")
+	}
+	if !ok || noSource == "" {
+		t.Fatal(`serve --help has no paragraph "The ... plugins have no change source"`)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range plugin.New(plugin.Options{StateDir: t.TempDir()}) {
+		name := p.Name()
+		_, watches := p.(plugin.Watcher)
+		watches = watches || slices.Contains(daemonWatched, name)
+		switch {
+		case !helpWord(serve, name):
+			t.Errorf("op-dbus serve --help does not name the plugin %s", name)
+		case watches && helpWord(noSource, name):
+			t.Errorf("op-dbus serve --help says %s has no change source, but it is watched", name)
+		case !watches && !helpWord(noSource, name):
+			t.Errorf("op-dbus serve --help does not say that %s has no change source", name)
+		}
+		if !strings.Contains(string(readme), "\n| "+name+" |") {
+			t.Errorf("README.md's plugin table has no row for %s", name)
+		}
+		if c, ok := p.(plugin.Closer); ok {
+			_ = c.Close()
 		}
 	}
 }
