@@ -60,7 +60,8 @@ import (
 //     Its words are read as cobra would: flags (and the value of those
 //     that take one) are skipped while the words that follow name
 //     subcommands; a word of the form a|b|c or a/b/c under a command with
-//     subcommands names alternative subcommands (`index build|update|stats`).
+//     subcommands names alternative subcommands (`index build|update|stats`),
+//     and COMMAND (or SUBCOMMAND) names any of them (`op-dbus COMMAND --help`).
 //     Brackets, parentheses and a trailing "..." of a synopsis are
 //     ignored. A word that names no subcommand of a command that cannot run
 //     itself (audit, snapshot, check, index, nixos) is an unknown command;
@@ -153,6 +154,8 @@ var (
 	shortFlagRE = regexp.MustCompile(`^-[a-zA-Z]$`)
 	envRE       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
 	wordRE      = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	// placeholderRE is a synopsis's placeholder for a subcommand.
+	placeholderRE = regexp.MustCompile(`^(COMMAND|SUBCOMMAND|CMD)$`)
 	// flagWordRE finds -x and --flag words in running text.
 	flagWordRE = regexp.MustCompile(`(^|[\s(\[{,"'=/])(--[a-z0-9][a-z0-9-]*|-[a-zA-Z])\b`)
 	argsRE     = regexp.MustCompile(`"args"\s*:\s*\[([^\]]*)\]`)
@@ -304,6 +307,10 @@ func checkInvocation(root *cobra.Command, ix flagIndex, args []string) []string 
 		c := cmds[0]
 		if positional || !c.HasSubCommands() {
 			positional = true
+			continue
+		}
+		if placeholderRE.MatchString(a) {
+			cmds = c.Commands() // COMMAND: any of them
 			continue
 		}
 		parts := strings.FieldsFunc(a, func(r rune) bool { return r == '|' || r == '/' })
@@ -676,7 +683,7 @@ func TestDocsRuleExamples(t *testing.T) {
 		"    op-dbus audit proof 3 > receipt.json   # --nope in a comment",
 		"`--api-socket /run/op-dbus/api.sock`, `-o yaml`",
 		"`op-dbus nixos generate --unit-root /x`", // hidden flags count
-		"`op-dbus --help`, `op-dbus serve --help`, `op-dbus --version`",
+		"`op-dbus --help`, `op-dbus serve --help`, `op-dbus --version`, `op-dbus COMMAND --help`",
 	}
 	for _, s := range bad {
 		var problems []string
