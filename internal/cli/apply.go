@@ -30,8 +30,12 @@ restore is verified too.
 
 With --confirm-within, a verified apply then waits for ` + "`op-dbus commit`" + ` (from
 another shell); if it does not come in time, everything the transaction
-changed is rolled back. If op-dbus is killed at any point, the next run finds
-the journal and rolls the transaction back.
+changed is rolled back. A transient systemd timer keeps that deadline too
+(running "op-dbus recover --if-deadline-passed"), so it holds even if this
+process dies; where no systemd answers, --confirm-within is refused unless
+the global --confirm-in-process lets this process alone keep it. If op-dbus
+is killed at any point, the next run finds the journal and rolls the
+transaction back.
 
 Exit codes: 0 applied and verified (or nothing to do), 1 failed (the message
 says what failed, what was undone, and anything that could not be undone).`,
