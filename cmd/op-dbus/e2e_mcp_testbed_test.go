@@ -197,15 +197,24 @@ func TestTestbedMCPStdioBadInput(t *testing.T) {
 			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "DATA RACE") {
 				t.Errorf("crash:\n%s", r)
 			}
-			// Whatever it wrote on stdout is JSON-RPC.
+			// Whatever it wrote on stdout is JSON-RPC: one message, or the
+			// array of errors that answers a batch (see mcpserver.StdioTransport).
 			for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
 				if line == "" {
 					continue
 				}
-				var m struct {
+				type message struct {
 					JSONRPC string `json:"jsonrpc"`
 				}
-				if err := json.Unmarshal([]byte(line), &m); err != nil || m.JSONRPC != "2.0" {
+				var ms []message
+				var err error
+				if strings.HasPrefix(line, "[") {
+					err = json.Unmarshal([]byte(line), &ms)
+				} else {
+					ms = []message{{}}
+					err = json.Unmarshal([]byte(line), &ms[0])
+				}
+				if err != nil || len(ms) == 0 || slices.ContainsFunc(ms, func(m message) bool { return m.JSONRPC != "2.0" }) {
 					t.Errorf("stdout line is not JSON-RPC: %q", line)
 				}
 			}

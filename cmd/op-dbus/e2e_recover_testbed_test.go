@@ -40,7 +40,7 @@ func recoverJSON(t *testing.T, env []string, args ...string) recoverOut {
 }
 
 // The whole mechanism: an apply waiting for confirmation is killed; the
-// transient timer armed for its deadline runs `op-dbus recover
+// transient timer the apply armed for its deadline runs `op-dbus recover
 // --if-deadline-passed` from the bed's systemd, which rolls it back.
 func TestTestbedConfirmTimerRecoversKilledApply(t *testing.T) {
 	m, env := userBed(t, "ct-a.service")
@@ -77,16 +77,10 @@ func TestTestbedConfirmTimerRecoversKilledApply(t *testing.T) {
 	if err := confirmtimer.Available(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	argv, err := confirmtimer.RecoverArgv(binary, sd, true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tm, err := confirmtimer.Arm(ctx, conn, confirmtimer.Spec{ID: j.ID, Deadline: j.Deadline, Argv: argv, Env: env})
-	if err != nil {
-		t.Fatalf("arm: %v", err)
-	}
-	if got := oracle(t, m, "is-active", tm.TimerUnit); got != "active" {
-		t.Errorf("timer %s after Arm", got)
+	// The apply armed the timer when it started to wait; it outlives it.
+	timerUnit, serviceUnit := confirmtimer.Units(j.ID)
+	if got := oracle(t, m, "is-active", timerUnit); got != "active" {
+		t.Errorf("timer %s after the apply was killed, want active", got)
 	}
 
 	for {
@@ -101,14 +95,14 @@ func TestTestbedConfirmTimerRecoversKilledApply(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// The service ends (and is collected) once recover has exited 0.
-	for oracle(t, m, "is-active", tm.ServiceUnit) != "inactive" {
+	for oracle(t, m, "is-active", serviceUnit) != "inactive" {
 		if time.Now().After(j.Deadline.Add(60 * time.Second)) {
-			t.Fatalf("%s still %s", tm.ServiceUnit, oracle(t, m, "is-active", tm.ServiceUnit))
+			t.Fatalf("%s still %s", serviceUnit, oracle(t, m, "is-active", serviceUnit))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if got := oracle(t, m, "is-failed", tm.ServiceUnit); got == "failed" {
-		t.Errorf("%s failed", tm.ServiceUnit)
+	if got := oracle(t, m, "is-failed", serviceUnit); got == "failed" {
+		t.Errorf("%s failed", serviceUnit)
 	}
 	if time.Now().Before(j.Deadline) {
 		t.Errorf("rolled back before the deadline")
@@ -120,7 +114,7 @@ func TestTestbedConfirmTimerRecoversKilledApply(t *testing.T) {
 	if !strings.Contains(r.stdout, `"recovery"`) || !strings.Contains(r.stdout, j.ID) {
 		t.Errorf("no recovery of %s in the audit log:\n%s", j.ID, r)
 	}
-	if err := tm.Disarm(ctx); err != nil {
+	if err := confirmtimer.Disarm(ctx, conn, j.ID); err != nil {
 		t.Errorf("disarm after the recovery: %v", err)
 	}
 }

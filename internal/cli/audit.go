@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ func (g *globals) auditDir() string { return statedir.New(g.stateDir).Audit() }
 
 // openAuditRead opens an existing log for reading; it never creates one.
 func (g *globals) openAuditRead() (*ledger.Log, error) {
-	if !statedir.New(g.stateDir).HasAudit() {
+	if !ledger.Exists(g.auditDir()) {
 		return nil, &exitError{ExitError, fmt.Errorf("no audit log in %s yet (it is written by the first apply)", g.auditDir())}
 	}
 	l, err := ledger.Open(g.auditDir())
@@ -30,7 +31,10 @@ func (g *globals) openAuditRead() (*ledger.Log, error) {
 		return nil, &exitError{ExitError, err}
 	}
 	for _, r := range l.Repairs() {
-		fmt.Fprintf(g.stderr, "op-dbus: audit log repaired after a crash: %s\n", r)
+		fmt.Fprintf(g.stderr, "op-dbus: audit log %s repaired after an interrupted append: %s\n", g.auditDir(), r)
+	}
+	if err := l.Corrupt(); err != nil {
+		fmt.Fprintf(g.stderr, "op-dbus: %v\n", err)
 	}
 	return l, nil
 }
@@ -138,24 +142,46 @@ every append. See docs/audit.md.`,
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute every leaf and root and check every signed checkpoint",
-		Args:  cobra.NoArgs,
+		Long: `Recompute every leaf and root and check every signed checkpoint.
+
+Exit status 0 only for a clean log. It is 1 when the log is damaged (each
+problem is printed with its file and offset; nothing is changed) and also
+when opening it had to repair it: cutting the tail of an append that was
+interrupted before it was acknowledged (the cut bytes are kept under
+STATE-DIR/audit/repairs/). A repaired log verifies afterwards, so the next
+run exits 0.`,
+		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			return g.withAudit(func(l *ledger.Log) error {
 				rep, verr := l.VerifyWith(ledger.VerifyOptions{LatestSignatureOnly: fast})
+				if verr != nil && !errors.Is(verr, ledger.ErrVerify) {
+					return &exitError{ExitError, fmt.Errorf("audit verify %s: %w", g.auditDir(), verr)}
+				}
 				f, _ := g.format("text")
+				clean := verr == nil && len(rep.Repaired) == 0 && l.Corrupt() == nil
 				if f != "text" {
 					if err := writeData(g.stdout, f, rep); err != nil {
 						return err
 					}
-				} else if verr == nil {
-					fmt.Fprintln(g.stdout, g.colors().green(fmt.Sprintf("OK: %d entries, every leaf, root and checkpoint signature checks out.", l.Size())))
 				} else {
+					for _, r := range rep.Repaired {
+						fmt.Fprintf(g.stdout, "repaired: %s\n", r)
+					}
 					for _, p := range rep.Problems {
 						fmt.Fprintln(g.stdout, p.String())
 					}
+					if clean {
+						fmt.Fprintln(g.stdout, g.colors().green(fmt.Sprintf("OK: %d entries, every leaf, root and checkpoint signature checks out.", l.Size())))
+					}
 				}
-				if verr != nil {
-					return &exitError{ExitError, fmt.Errorf("audit log damaged: %w", verr)}
+				switch {
+				case verr != nil:
+					return &exitError{ExitError, fmt.Errorf("audit log %s damaged: %w (nothing was changed; compare with a checkpoint or receipt kept elsewhere, see docs/audit.md)", g.auditDir(), verr)}
+				case l.Corrupt() != nil:
+					return &exitError{ExitError, l.Corrupt()}
+				case len(rep.Repaired) > 0:
+					return &exitError{ExitError, fmt.Errorf("audit log %s was repaired before it verified: %d cut(s), first: %s; only the tail of an append that was never acknowledged was cut (the bytes are kept in %s); the log now verifies, run `op-dbus audit verify` again to confirm",
+						g.auditDir(), len(rep.Repaired), rep.Repaired[0], filepath.Join(g.auditDir(), "repairs"))}
 				}
 				return nil
 			})

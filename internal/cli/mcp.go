@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
 	"github.com/op-dbus/op-dbus/internal/control"
@@ -55,7 +54,7 @@ Diagnostics go to stderr; stdout carries only the protocol.`,
 			// No --timeout here: the server lives as long as its client.
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			t := &mcp.IOTransport{Reader: readCloser{g.stdin}, Writer: writeCloser{g.stdout}}
+			t := &mcpserver.StdioTransport{Reader: readCloser{g.stdin}, Writer: writeCloser{g.stdout}}
 			if err := srv.Run(ctx, t); err != nil && ctx.Err() == nil {
 				return &exitError{ExitError, fmt.Errorf("mcp: %w", err)}
 			}

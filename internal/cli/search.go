@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -16,17 +17,17 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/introspect"
-	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/search"
 	"github.com/op-dbus/op-dbus/internal/search/cache"
 	"github.com/op-dbus/op-dbus/internal/search/embed"
+	"github.com/op-dbus/op-dbus/internal/statedir"
 )
 
 // EmbedAPIKeyEnv holds the API key of an external embedder; it is never
 // written to the index.
 const EmbedAPIKeyEnv = "OPDBUS_EMBED_API_KEY"
 
-func (g *globals) searchDir() string { return filepath.Join(g.stateDir, "search") }
+func (g *globals) searchDir() string { return statedir.New(g.stateDir).Search() }
 
 type embedFlags struct {
 	embedder string
@@ -90,16 +91,23 @@ func newIndexCmd(g *globals) *cobra.Command {
 		Use:   "index build|update|stats",
 		Short: "Build and maintain the search index (see `op-dbus search`)",
 		Long: `The search index holds one document for every D-Bus service, object,
-interface, method, signal and property (with its value) of the selected bus,
+interface, method, signal and property (with its value) of the selected buses,
 every plugin state item (a unit, a setting, a peer, a bridge) and every audit
 log entry, each with a stable ID and the command that opens it. It lives in
 STATE-DIR/search: index.bin (documents) and vectors.bin (embeddings by content
 hash, mapped into memory, bounded by --cache-max-bytes).
 
+Buses: --bus is repeatable (--bus system --bus session). Without it, build
+indexes the system bus and also the session bus when one answers within
+` + OptionalBusTimeout.String() + ` (with --user: the session bus, and the system bus when it answers); stderr
+says which buses were indexed and which were skipped, and why. IDs start
+with dbus/BUS/, so the two buses' documents never collide.
+
   op-dbus index build     walk, read and embed everything anew
-  op-dbus index update    the same selection again; only documents whose text
-                          changed are embedded again
-  op-dbus index stats     what the index holds
+  op-dbus index update    the same selection (the same buses) again; only
+                          documents whose text changed are embedded again; a
+                          default bus that does not answer keeps its documents
+  op-dbus index stats     what the index holds, per kind, bus and source
 
 Values of properties and state fields whose names look secret (key, token,
 password, secret, psk, ...) are never indexed, and no file is read: WireGuard
@@ -113,7 +121,7 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 	var sel search.Selection
 	var ef embedFlags
 	var callTimeout time.Duration
-	use, short := "build [--bus system|session|ADDRESS] [--service NAME]...", "Index a bus, the plugin states and the audit log"
+	use, short := "build [--bus system|session|ADDRESS]... [--service NAME]...", "Index the buses, the plugin states and the audit log"
 	if update {
 		use, short = "update", "Index again what the last build selected; embed only what changed"
 	}
@@ -121,7 +129,8 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
-		Example: `  op-dbus index build                                   # system bus, plugins, audit log
+		Example: `  op-dbus index build                                   # system bus (+ session bus if reachable), plugins, audit log
+  op-dbus index build --bus system --bus session        # both buses; either missing is an error
   op-dbus index build --bus session --service org.freedesktop.systemd1
   op-dbus index build --embedder http://127.0.0.1:11434 --embed-model nomic-embed-text
   op-dbus index update -o json`,
@@ -149,10 +158,7 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 					fmt.Fprintf(g.stderr, "op-dbus: %v: rebuilding the index\n", err)
 				}
 				if old == nil {
-					sel.Bus = "system"
-					if g.user {
-						sel.Bus = "session"
-					}
+					sel = search.Selection{DefaultBuses: true}
 				}
 			} else {
 				for _, s := range sel.Services {
@@ -160,12 +166,20 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 						return &exitError{ExitError, fmt.Errorf("--service %q is not a valid bus name (like org.freedesktop.hostname1)", s)}
 					}
 				}
-				if sel.Bus == "" {
-					sel.Bus = "system"
-					if g.user {
-						sel.Bus = "session"
+				if sel.NoBus && len(sel.Buses) > 0 {
+					return &exitError{ExitError, errors.New("--bus and --no-bus: give one of them")}
+				}
+				var buses []string
+				for _, b := range sel.Buses {
+					if b != string(dbusx.System) && b != string(dbusx.Session) && !strings.Contains(b, ":") {
+						return &exitError{ExitError, fmt.Errorf("--bus %q: give system, session or a D-Bus address (unix:path=/run/dbus/system_bus_socket)", b)}
+					}
+					if !slices.Contains(buses, b) {
+						buses = append(buses, b)
 					}
 				}
+				sel.Buses = buses
+				sel.DefaultBuses = len(buses) == 0 && !sel.NoBus
 			}
 			sel.User = g.user
 			ix, c, err := g.openIndex(ctx, cfg, ef.timeout, ef.maxCache)
@@ -178,20 +192,50 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 					return &exitError{ExitError, err}
 				}
 			}
-			sources, err := g.gatherSources(ctx, sel, callTimeout)
+			src := search.Sources{Buses: g.searchBuses(sel, callTimeout), Flags: g.flagString(),
+				Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}
+			if !sel.NoPlugins {
+				e, done := g.engine()
+				defer done()
+				src.Plugins = search.EngineStates(e)
+			}
+			if !sel.NoAudit {
+				src.Audit = search.AuditLogAt(g.auditDir())
+			}
+			got, err := search.Gather(ctx, src)
 			if err != nil {
 				return &exitError{ExitError, err}
 			}
-			for _, s := range ix.Sources() {
-				if _, ok := sources[s]; !ok {
-					sources[s] = nil // gone since the last build
+			sources := got.Docs
+			skipped := map[string]bool{}
+			sel.Buses = nil
+			for _, b := range got.Buses {
+				if b.Skipped != "" {
+					skipped[b.Bus] = true
+					continue
 				}
+				sel.Buses = append(sel.Buses, b.Bus)
 			}
+			kept := map[string]int{}
+			for _, s := range ix.Sources() {
+				if _, ok := sources[s]; ok {
+					continue
+				}
+				if bus, ok := search.BusOfSource(s); ok && skipped[bus] {
+					kept[bus]++ // not reachable now: keep what the last build read
+					continue
+				}
+				sources[s] = nil // gone since the last build
+			}
+			if len(sel.Buses) > 0 {
+				sel.Bus = sel.Buses[0] // what an older op-dbus reads
+			}
+			reportBuses(g.stderr, got.Buses, kept)
 			total := 0
 			for _, d := range sources {
 				total += len(d)
 			}
-			fmt.Fprintf(g.stderr, "op-dbus: %d documents; embedding what changed...\n", total)
+			fmt.Fprintf(g.stderr, "op-dbus: %d documents read; embedding what changed...\n", total)
 			last := time.Now()
 			ch, err := ix.Replace(ctx, sources, func(done, n int) {
 				if time.Since(last) > time.Second || done == n {
@@ -214,12 +258,17 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 			if err := c.Save(); err != nil {
 				return &exitError{ExitError, err}
 			}
+			buses := got.Buses
+			if buses == nil {
+				buses = []search.BusReport{}
+			}
 			out := struct {
-				Documents  int           `json:"documents"`
-				Change     search.Change `json:"change"`
-				DurationMS int64         `json:"duration_ms"`
-				Index      string        `json:"index"`
-			}{ix.Len(), ch, time.Since(start).Milliseconds(), path}
+				Documents  int                `json:"documents"`
+				Change     search.Change      `json:"change"`
+				Buses      []search.BusReport `json:"buses"`
+				DurationMS int64              `json:"duration_ms"`
+				Index      string             `json:"index"`
+			}{ix.Len(), ch, buses, time.Since(start).Milliseconds(), path}
 			if f != "text" {
 				return writeData(g.stdout, f, out)
 			}
@@ -230,10 +279,11 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 	}
 	fl := c.Flags()
 	if !update {
-		fl.StringVar(&sel.Bus, "bus", "", "system, session or a D-Bus address (default system; session with --user)")
-		fl.StringSliceVar(&sel.Services, "service", nil, "index only this service of the bus (repeatable; default every service)")
+		fl.StringArrayVar(&sel.Buses, "bus", nil, "system, session or a D-Bus address (repeatable; default the system bus plus the session bus when one answers within "+
+			OptionalBusTimeout.String()+"; with --user the session bus plus the system bus)")
+		fl.StringSliceVar(&sel.Services, "service", nil, "index only this service (repeatable; of every --bus, or without --bus of the system bus alone, the session bus with --user; default every service)")
 		fl.BoolVar(&sel.Activatable, "activatable", false, "also walk activatable services that are not running (this starts them)")
-		fl.BoolVar(&sel.NoBus, "no-bus", false, "do not index a bus")
+		fl.BoolVar(&sel.NoBus, "no-bus", false, "do not index any bus")
 		fl.BoolVar(&sel.NoPlugins, "no-plugins", false, "do not index the plugin states")
 		fl.BoolVar(&sel.NoAudit, "no-audit", false, "do not index the audit log")
 		fl.StringVar(&ef.embedder, "embedder", "builtin", "builtin, or the base URL of an OpenAI-compatible /v1/embeddings endpoint (API key from $"+EmbedAPIKeyEnv+")")
@@ -246,70 +296,53 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 	return c
 }
 
-// gatherSources reads everything the selection names, grouped by source.
-func (g *globals) gatherSources(ctx context.Context, sel search.Selection, callTimeout time.Duration) (map[string][]search.Document, error) {
-	out := map[string][]search.Document{}
-	if !sel.NoBus {
-		fmt.Fprintf(g.stderr, "op-dbus: walking the %s bus...\n", sel.Bus)
-		conn, err := dbusx.Open(ctx, dbusx.Bus(sel.Bus))
-		if err != nil {
-			return nil, err
-		}
-		w := &introspect.Walker{Conn: conn, Bus: sel.Bus, Services: sel.Services, Activatable: sel.Activatable, CallTimeout: callTimeout}
-		res, err := w.Walk(ctx)
-		conn.Close()
-		if err != nil {
-			return nil, fmt.Errorf("introspect %s: %w", sel.Bus, err)
-		}
-		for _, s := range res.Services {
-			if s.Error != "" {
-				fmt.Fprintf(g.stderr, "op-dbus: %s: %s (not indexed)\n", s.Name, s.Error)
-				continue
-			}
-			if s.NotWalked {
-				continue
-			}
-			out[search.DBusSource(sel.Bus, s.Name)] = search.ServiceDocuments(sel.Bus, &s)
-		}
+// OptionalBusTimeout bounds connecting to a bus that is indexed only when
+// it is there (the session bus of a default `index build`).
+var OptionalBusTimeout = 2 * time.Second
+
+// searchBuses is the buses a selection walks. Named buses must all be
+// reachable. By default the system bus must be (the session bus with
+// --user) and the other is walked when it answers within
+// OptionalBusTimeout; --service without --bus names services of the
+// first one only.
+func (g *globals) searchBuses(sel search.Selection, callTimeout time.Duration) []search.Bus {
+	if sel.NoBus {
+		return nil
 	}
-	flags := g.flagString()
-	if !sel.NoPlugins {
-		fmt.Fprintf(g.stderr, "op-dbus: reading the plugin states...\n")
-		e, done := g.engine()
-		rs := e.Query(ctx, nil)
-		done()
-		names := make([]string, 0, len(rs))
-		for n := range rs {
-			names = append(names, n)
+	if !sel.DefaultBuses {
+		var out []search.Bus
+		for _, b := range sel.BusList() {
+			out = append(out, search.Bus{Name: b, Services: sel.Services, Activatable: sel.Activatable, CallTimeout: callTimeout})
 		}
-		sort.Strings(names)
-		for _, n := range names {
-			r := rs[n]
-			if r.Err != nil {
-				continue // unavailable plugins have nothing to index
-			}
-			docs, err := search.FromPluginState(n, r.State, flags)
-			if err != nil {
-				return nil, err
-			}
-			out[search.StateSource(n)] = docs
-		}
+		return out
 	}
-	if !sel.NoAudit {
-		if _, err := os.Stat(filepath.Join(g.auditDir(), "entries")); err == nil {
-			l, err := ledger.Open(g.auditDir())
-			if err != nil {
-				return nil, err
-			}
-			es, err := l.Entries(0, nil)
-			l.Close()
-			if err != nil {
-				return nil, err
-			}
-			out[search.AuditSource] = search.FromAudit(es, flags)
-		}
+	first, second := string(dbusx.System), string(dbusx.Session)
+	if g.user {
+		first, second = second, first
 	}
-	return out, nil
+	out := []search.Bus{{Name: first, Services: sel.Services, Activatable: sel.Activatable, CallTimeout: callTimeout}}
+	if len(sel.Services) == 0 {
+		out = append(out, search.Bus{Name: second, Activatable: sel.Activatable, CallTimeout: callTimeout,
+			Optional: true, ConnectTimeout: OptionalBusTimeout})
+	}
+	return out
+}
+
+// reportBuses says on stderr which buses were indexed and which were
+// skipped, and why; kept counts the sources of a skipped bus that the
+// last build read and that stay in the index.
+func reportBuses(w io.Writer, rs []search.BusReport, kept map[string]int) {
+	for _, r := range rs {
+		if r.Skipped == "" {
+			fmt.Fprintf(w, "op-dbus: indexed the %s: %d services, %d documents\n", dbusx.Bus(r.Bus), r.Services, r.Documents)
+			continue
+		}
+		msg := fmt.Sprintf("op-dbus: skipped the %s: %s", dbusx.Bus(r.Bus), r.Skipped)
+		if n := kept[r.Bus]; n > 0 {
+			msg += fmt.Sprintf(" (the %d services indexed before are kept)", n)
+		}
+		fmt.Fprintln(w, msg)
+	}
 }
 
 // flagString is the global flags a pointer command needs to open the same
@@ -328,7 +361,7 @@ func (g *globals) flagString() string {
 func newIndexStatsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
-		Short: "What the search index holds",
+		Short: "What the search index holds: documents per kind, bus and source",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			f, err := g.format("text")
@@ -343,6 +376,9 @@ func newIndexStatsCmd(g *globals) *cobra.Command {
 			}
 			defer c.Close()
 			st := ix.Stats()
+			for _, b := range ix.Meta.Selection.BusList() {
+				st.Buses[b] += 0 // a bus selected that holds nothing shows 0
+			}
 			out := struct {
 				search.Stats
 				Selection search.Selection `json:"selection"`
@@ -356,6 +392,10 @@ func newIndexStatsCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "KIND\tDOCUMENTS")
 			for _, k := range sortedKeys(st.Kinds) {
 				fmt.Fprintf(tw, "%s\t%d\n", k, st.Kinds[k])
+			}
+			fmt.Fprintln(tw, "BUS\tDOCUMENTS")
+			for _, k := range sortedKeys(st.Buses) {
+				fmt.Fprintf(tw, "%s\t%d\n", k, st.Buses[k])
 			}
 			fmt.Fprintln(tw, "SOURCE\tDOCUMENTS")
 			for _, k := range sortedKeys(st.Sources) {

@@ -28,6 +28,7 @@ type serveFlags struct {
 	interval    time.Duration
 	debounce    time.Duration
 	maxFailures int
+	auditVerify time.Duration
 
 	apiSocket     string
 	apiSocketMode uint32
@@ -107,6 +108,7 @@ the bus restarts, the daemon reconnects by itself.`,
 	fl.StringVar(&f.mode, "mode", daemon.ModeReport, "report: only report drift; enforce: also correct it")
 	fl.DurationVar(&f.interval, "interval", 5*time.Minute, "full reconcile every this long, as a backstop to the signals")
 	fl.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "gather a plugin's change signals this long before re-querying it")
+	fl.DurationVar(&f.auditVerify, "audit-verify-interval", time.Hour, "re-verify the whole audit log this often (also at start; a damaged log stops every change); negative: never")
 	fl.IntVar(&f.maxFailures, "max-failures", 3, "enforce: back off after this many failed corrections of a plugin in a row")
 	fl.StringVar(&f.apiSocket, "api-socket", "", "serve the HTTP API on this unix socket (e.g. /run/op-dbus/api.sock); off when empty")
 	fl.Uint32Var(&f.apiSocketMode, "api-socket-mode", 0o660, "file mode of the API socket, e.g. 0640 (octal with a leading 0; the default 0660 shows as 432)")
@@ -152,7 +154,7 @@ func runServe(g *globals, f *serveFlags) error {
 	svc := control.New(sopts)
 	defer svc.Close()
 	opts := daemon.Options{StatePath: f.state, StateDir: g.stateDir, Mode: f.mode, User: g.user,
-		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures, Log: logf}
+		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures, AuditVerify: f.auditVerify, Log: logf}
 	if format == "json" {
 		opts.Events = g.stdout
 	}

@@ -74,7 +74,7 @@ func (k *indexKeeper) run(ctx context.Context) {
 		return
 	}
 	defer c.Close()
-	seen := auditSize(k.g)
+	seen := search.AuditSize(k.g.auditDir())
 	for {
 		select {
 		case <-ctx.Done():
@@ -95,46 +95,55 @@ func (k *indexKeeper) run(ctx context.Context) {
 }
 
 func (k *indexKeeper) update(ctx context.Context, ix *search.Index, c interface{ Save() error }, path string, dirty map[string]bool, seen uint64) uint64 {
-	embedded, changed := 0, false
-	for name := range dirty {
-		if _, ok := k.eng.Plugin(name); !ok || k.sel.NoPlugins {
-			continue
+	src := search.Sources{Flags: k.g.flagString()}
+	if !k.sel.NoPlugins {
+		var names []string
+		for name := range dirty {
+			if _, ok := k.eng.Plugin(name); ok {
+				names = append(names, name)
+			}
 		}
-		r := k.eng.Query(ctx, []string{name})[name]
-		if r.Err != nil {
-			k.logf("search index: query %s: %v", name, r.Err)
-			continue
+		if len(names) > 0 {
+			src.Plugins = search.EngineStates(k.eng, names...)
 		}
-		ch, err := ix.UpdatePlugin(ctx, name, r.State, k.g.flagString())
+	}
+	next := seen
+	if !k.sel.NoAudit {
+		// only the entries appended since the last update
+		src.Audit = func() ([]ledger.Entry, error) {
+			es, n, err := search.ReadAudit(k.g.auditDir(), seen)
+			next = n
+			return es, err
+		}
+	}
+	if src.Plugins == nil && src.Audit == nil {
+		return seen
+	}
+	got, err := search.Gather(ctx, src)
+	if err != nil {
+		k.logf("search index: %v", err)
+		return seen
+	}
+	for name, err := range got.PluginErrors {
+		k.logf("search index: query %s: %v", name, err)
+	}
+	added := got.Docs[search.AuditSource]
+	delete(got.Docs, search.AuditSource)
+	ch, err := ix.Replace(ctx, got.Docs, nil)
+	if err != nil {
+		k.logf("search index: %v", err)
+	}
+	if len(added) > 0 {
+		ach, err := ix.AddDocuments(ctx, search.AuditSource, added)
 		if err != nil {
-			k.logf("search index: %s: %v", name, err)
-			continue
-		}
-		embedded += ch.Embedded
-		changed = changed || ch.Added+ch.Changed+ch.Removed > 0
-	}
-	if !k.sel.NoAudit && hasAudit(k.g) {
-		if l, err := ledger.Open(k.g.auditDir()); err == nil {
-			var es []ledger.Entry
-			for n := seen; n < l.Size(); n++ {
-				if e, err := l.Get(n); err == nil {
-					es = append(es, e)
-				}
-			}
-			seen = l.Size()
-			l.Close()
-			if len(es) > 0 {
-				ch, err := ix.UpdateAudit(ctx, es, k.g.flagString())
-				if err != nil {
-					k.logf("search index: audit log: %v", err)
-				} else {
-					embedded += ch.Embedded
-					changed = true
-				}
-			}
+			k.logf("search index: audit log: %v", err)
+		} else {
+			ch.Embedded += ach.Embedded
+			ch.Added += ach.Added + ach.Changed
 		}
 	}
-	if !changed {
+	seen = next
+	if ch.Added+ch.Changed+ch.Removed == 0 {
 		return seen
 	}
 	if err := ix.SaveFile(path); err != nil {
@@ -144,25 +153,6 @@ func (k *indexKeeper) update(ctx context.Context, ix *search.Index, c interface{
 	if err := c.Save(); err != nil {
 		k.logf("search index: save the embedding cache: %v", err)
 	}
-	k.logf("search index: updated (%d re-embedded)", embedded)
+	k.logf("search index: updated (%d re-embedded)", ch.Embedded)
 	return seen
-}
-
-// auditSize is how many entries the audit log has now (0 without one).
-func auditSize(g *globals) uint64 {
-	if !hasAudit(g) {
-		return 0
-	}
-	l, err := ledger.Open(g.auditDir())
-	if err != nil {
-		return 0
-	}
-	defer l.Close()
-	return l.Size()
-}
-
-// hasAudit: an audit log exists (Open would create one).
-func hasAudit(g *globals) bool {
-	_, err := os.Stat(filepath.Join(g.auditDir(), "entries"))
-	return err == nil
 }

@@ -48,7 +48,7 @@ func (s *Service) Note(e ledger.Entry) {
 
 // readLog opens an existing audit log; ok is false when there is none yet.
 func (s *Service) readLog() (*ledger.Log, bool, error) {
-	if !s.dir.HasAudit() {
+	if !ledger.Exists(s.dir.Audit()) {
 		return nil, false, nil
 	}
 	l, err := ledger.Open(s.dir.Audit())
@@ -96,6 +96,27 @@ func (s *Service) AuditVerify() (ledger.VerifyReport, error) {
 	}
 	defer l.Close()
 	return l.Verify()
+}
+
+// VerifyAuditLog re-reads and re-hashes the whole audit log (what the
+// daemon does at start and on a schedule): damage that left the files'
+// sizes and times alone (bit rot, a careful edit) is found, recorded in the
+// log's marker, and every later apply of any process refuses to append.
+// It returns nil when there is no log yet or the log is clean.
+func (s *Service) VerifyAuditLog() error {
+	l, ok, err := s.readLog()
+	if err != nil || !ok {
+		return err
+	}
+	defer l.Close()
+	_, err = l.VerifyAll()
+	if err == nil {
+		err = l.Corrupt()
+	}
+	if err != nil {
+		return errkind.New(errkind.Damaged, fmt.Errorf("audit log %s: %w", s.dir.Audit(), err))
+	}
+	return nil
 }
 
 // AuditSize is the number of entries (0, false when there is no log).

@@ -244,61 +244,56 @@ func (s *Service) Commit(wait time.Duration) error { return txn.Commit(s.StateDi
 
 // Snapshot takes a snapshot of the named plugins (every available one when
 // none are named) and applies retention, under the lock.
-func (s *Service) Snapshot(ctx context.Context, plugins []string, tag string, keep int, maxAge time.Duration) (*snapshot.Snapshot, error) {
-	unlock, err := s.dir.Lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	m, closeM, err := s.manager("")
-	if err != nil {
-		return nil, err
-	}
-	defer closeM()
-	sn, err := m.Snapshot(ctx, plugins, tag)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return sn, m.Prune(keep, maxAge)
+func (s *Service) Snapshot(ctx context.Context, plugins []string, tag string, keep int, maxAge time.Duration) (sn *snapshot.Snapshot, err error) {
+	err = s.locked(func(m *txn.Manager) error {
+		if sn, err = m.Snapshot(ctx, plugins, tag); err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		return m.Prune(keep, maxAge)
+	})
+	return sn, err
 }
 
 // PruneSnapshots applies a retention policy now, recorded in the audit log.
-func (s *Service) PruneSnapshots(keep int, maxAge time.Duration) (int, error) {
-	unlock, err := s.dir.Lock()
-	if err != nil {
-		return 0, err
-	}
-	defer unlock()
-	m, closeM, err := s.manager("")
-	if err != nil {
-		return 0, err
-	}
-	defer closeM()
-	before, err := m.Snapshots.List()
-	if err != nil {
-		return 0, err
-	}
-	if err := m.Prune(keep, maxAge); err != nil {
-		return 0, err
-	}
-	after, err := m.Snapshots.List()
-	return len(before) - len(after), err
+func (s *Service) PruneSnapshots(keep int, maxAge time.Duration) (removed int, err error) {
+	err = s.locked(func(m *txn.Manager) error {
+		before, err := m.Snapshots.List()
+		if err != nil {
+			return err
+		}
+		if err := m.Prune(keep, maxAge); err != nil {
+			return err
+		}
+		after, err := m.Snapshots.List()
+		removed = len(before) - len(after)
+		return err
+	})
+	return removed, err
 }
 
 // PruneCorruptSnapshots removes (or with dryRun only lists) the snapshot
 // manifests that cannot be read, each removal recorded in the audit log.
-func (s *Service) PruneCorruptSnapshots(dryRun bool) ([]snapshot.Damaged, error) {
+func (s *Service) PruneCorruptSnapshots(dryRun bool) (list []snapshot.Damaged, err error) {
+	err = s.locked(func(m *txn.Manager) (err error) {
+		list, err = m.PruneCorrupt(dryRun)
+		return err
+	})
+	return list, err
+}
+
+// locked runs fn with the lock held and the transaction manager open.
+func (s *Service) locked(fn func(*txn.Manager) error) error {
 	unlock, err := s.dir.Lock()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unlock()
 	m, closeM, err := s.manager("")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer closeM()
-	return m.PruneCorrupt(dryRun)
+	return fn(m)
 }
 
 // LastDocument is the document that undoes the last successful apply

@@ -64,6 +64,9 @@ type Options struct {
 	// FilePoll is how often the state file's mtime is checked (default 2s;
 	// negative disables).
 	FilePoll time.Duration
+	// AuditVerify is how often the whole audit log is re-verified (it is
+	// also verified at start; default 1h, negative disables).
+	AuditVerify time.Duration
 	// MaxFailures: consecutive failed corrections of a plugin before the
 	// daemon backs off (default 3).
 	MaxFailures int
@@ -144,6 +147,9 @@ func New(svc *control.Service, opts Options) (*Daemon, error) {
 	if opts.MaxFailures <= 0 {
 		opts.MaxFailures = 3
 	}
+	if opts.AuditVerify == 0 {
+		opts.AuditVerify = time.Hour
+	}
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
 	}
@@ -208,6 +214,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.startWatchers(ctx, doc)
 	defer d.stopWatchers()
 
+	d.verifyAudit()
 	d.reconcileAll(ctx, "start")
 	_, _ = Notify("READY=1\nSTATUS=" + d.statusLine())
 	d.emit(map[string]any{"event": "ready", "mode": d.opts.Mode, "document": doc.Hash()})
@@ -232,6 +239,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	reconcile := time.NewTicker(d.opts.Interval)
 	defer reconcile.Stop()
+	var auditCheck <-chan time.Time
+	if d.opts.AuditVerify > 0 {
+		t := time.NewTicker(d.opts.AuditVerify)
+		defer t.Stop()
+		auditCheck = t.C
+	}
 	var poll <-chan time.Time
 	if d.opts.FilePoll > 0 {
 		t := time.NewTicker(d.opts.FilePoll)
@@ -260,6 +273,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		case <-reconcile.C:
 			d.reconcileAll(ctx, "reconcile")
+		case <-auditCheck:
+			d.verifyAudit()
 		case <-d.reload:
 			d.doReload(ctx, "SIGHUP")
 		case <-poll:
@@ -519,6 +534,17 @@ func (d *Daemon) backOff(name string, ps *pluginState, why string) {
 	ps.backoffUntil = time.Now().Add(ps.backoff)
 	d.opts.Log("enforce: %s: %s; backing off for %s (drift is still reported)", name, why, ps.backoff)
 	d.emit(map[string]any{"event": "backoff", "plugin": name, "reason": why, "seconds": ps.backoff.Seconds()})
+}
+
+// verifyAudit re-verifies the whole audit log. Damage is reported (log,
+// event); the service then refuses every change until a person looks.
+func (d *Daemon) verifyAudit() {
+	if err := d.svc.VerifyAuditLog(); err != nil {
+		d.opts.Log("audit log: %v; no change will be applied until it is looked at (op-dbus audit verify)", err)
+		d.emit(map[string]any{"event": "audit_damaged", "error": err.Error()})
+		return
+	}
+	d.emit(map[string]any{"event": "audit_verified"})
 }
 
 // audit appends one entry through the service, best effort.

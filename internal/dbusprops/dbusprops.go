@@ -1,13 +1,15 @@
 // Package dbusprops implements a plugin for one D-Bus object whose
-// properties are read with GetAll and changed through setter methods, the
-// shape of systemd's hostname1, timedate1 and locale1. A plugin package
-// describes the object in a Spec; this package does query, plan and apply.
+// properties are read with GetAll (one Get each when the service's GetAll
+// fails) and changed through setter methods, the shape of systemd's
+// hostname1, timedate1 and locale1. A plugin package describes the object
+// in a Spec; this package does query, plan and apply.
 package dbusprops
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -60,6 +62,11 @@ type Spec struct {
 	// "not set" and is left out of the query, so the query stays a valid
 	// desired state (an unset time zone cannot be set back to "").
 	OmitEmpty []string
+	// Optional lists fields whose property a host may be unable to read
+	// (timedated without a usable NTP unit cannot say NTP). When GetAll
+	// fails and Get fails for such a property, the query leaves the field
+	// out; a failed property of any other field is an error naming it.
+	Optional []string
 }
 
 // Plugin serves a Spec on a bus.
@@ -126,14 +133,20 @@ func (p *Plugin) Available(ctx context.Context) error {
 	return err
 }
 
-// Query implements plugin.Plugin with one GetAll.
+// Query implements plugin.Plugin with one GetAll, or, when the service's
+// GetAll fails, one Get per property (see dbusx.GetAll).
 func (p *Plugin) Query(ctx context.Context) (any, error) {
 	obj, err := p.object(ctx)
 	if err != nil {
 		return nil, err
 	}
 	props, err := dbusx.GetAll(ctx, obj, p.spec.Interface)
-	if err != nil {
+	if err = dbusx.Needed(err, p.needed()...); err != nil {
+		if _, ok := errors.AsType[*dbusx.PropertyErrors](err); ok {
+			// It names the interface already:
+			// "timedate: org.freedesktop.timedate1: cannot read property NTP ...".
+			return nil, fmt.Errorf("%s: %w", p.spec.Plugin, err)
+		}
 		return nil, fmt.Errorf("%s: %w", p.spec.Service, err)
 	}
 	m := map[string]any{}
@@ -152,6 +165,19 @@ func (p *Plugin) Query(ctx context.Context) (any, error) {
 		return nil, fmt.Errorf("%s: unexpected property types: %w", p.spec.Service, err)
 	}
 	return st, nil
+}
+
+// needed are the properties the query cannot do without: those of every
+// field that is not Optional, sorted.
+func (p *Plugin) needed() []string {
+	var props []string
+	for field, prop := range p.spec.Props {
+		if !slices.Contains(p.spec.Optional, field) {
+			props = append(props, prop)
+		}
+	}
+	sort.Strings(props)
+	return props
 }
 
 func roundTrip(in, out any) error {

@@ -139,24 +139,6 @@ func short(method string) string {
 	return method
 }
 
-// GetAll reads every property of an interface.
-func GetAll(ctx context.Context, obj dbus.BusObject, iface string) (map[string]dbus.Variant, error) {
-	ctx, cancel := WithTimeout(ctx)
-	defer cancel()
-	c := obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, iface)
-	if c.Err != nil {
-		return nil, callErr(ctx, "GetAll", c.Err)
-	}
-	// Straight from the decoded body: Store's conversion would flatten a
-	// variant holding a variant and retype structs.
-	if len(c.Body) == 1 {
-		if m, ok := c.Body[0].(map[string]dbus.Variant); ok {
-			return m, nil
-		}
-	}
-	return nil, fmt.Errorf("GetAll %s: unexpected reply signature %s", iface, c.Body)
-}
-
 // Get reads one property.
 func Get(ctx context.Context, obj dbus.BusObject, iface, prop string) (dbus.Variant, error) {
 	var v dbus.Variant

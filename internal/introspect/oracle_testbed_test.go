@@ -258,7 +258,7 @@ func compareValues(t *testing.T, bc busctl, where, service, path string, i ObjIf
 // normalize round-trips through JSON into float64 numbers: busctl's JSON
 // prints 64-bit integers through a double (UINT64_MAX comes out as
 // 18446744073709552000), so exactness beyond 2^53 cannot be checked
-// against it. Our own output keeps them exact (see value_test.go).
+// against it. Our own output keeps them exact (TestValueFollowsBusctlJSON).
 func normalize(v any) any {
 	b, _ := json.Marshal(v)
 	var out any

@@ -35,6 +35,28 @@ func appendBytes(t *testing.T, p string, b []byte) {
 	f.Close()
 }
 
+// interruptedAppend leaves in dir what an append killed while writing its
+// checkpoint leaves: the next entry's record and index record in full, and
+// ck(the checkpoint record it was writing). The bytes are those a real
+// append of testEntry(size) produces.
+func interruptedAppend(t *testing.T, dir string, ck func([]byte) []byte) {
+	t.Helper()
+	scratch := copyDir(t, dir)
+	l := openT(t, scratch)
+	if _, err := l.Append(testEntry(int(l.Size()))); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	for _, f := range []string{"entries", "index", "checkpoints"} {
+		old := readFile(t, filepath.Join(dir, f))
+		tail := readFile(t, filepath.Join(scratch, f))[len(old):]
+		if f == "checkpoints" {
+			tail = ck(tail)
+		}
+		appendBytes(t, filepath.Join(dir, f), tail)
+	}
+}
+
 func TestCrashRepair(t *testing.T) {
 	const n = 300 // crosses a 256-entry tile
 	src := buildLog(t, n)
@@ -65,17 +87,15 @@ func TestCrashRepair(t *testing.T) {
 			appendBytes(t, filepath.Join(dir, "index"), idx)
 		}, n},
 		{"torn checkpoint", func(t *testing.T, dir string) {
-			// The last append wrote its entry and half its checkpoint.
-			p := filepath.Join(dir, "checkpoints")
-			b := readFile(t, p)
-			writeFile(t, p, b[:len(b)-ckRecSize/2])
-		}, n - 3}, // the last batch of buildLog(300) has 3 entries
+			// The next append wrote its entry and index record and half
+			// its checkpoint.
+			interruptedAppend(t, dir, func(ck []byte) []byte { return ck[:ckRecSize/2] })
+		}, n},
 		{"zero-filled checkpoint", func(t *testing.T, dir string) {
-			p := filepath.Join(dir, "checkpoints")
-			b := readFile(t, p)
-			clear(b[len(b)-ckRecSize:])
-			writeFile(t, p, b)
-		}, n - 3},
+			// Power loss after the checkpoints file was extended but
+			// before its data reached the disk.
+			interruptedAppend(t, dir, func(ck []byte) []byte { return make([]byte, ckRecSize) })
+		}, n},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

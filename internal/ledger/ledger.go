@@ -14,6 +14,7 @@ package ledger
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -101,7 +102,8 @@ type Log struct {
 	key    *keyring
 	lockF  *os.File
 	f      [nFiles]*os.File
-	seen   [nFiles]int64 // file sizes this process last saw / wrote
+	seen   stamps // the files (and the marker) as this process last saw / wrote them
+	stale  bool   // re-check the files at the next operation
 	closed bool
 
 	// Committed state (healthy log): n == t.size == last.size.
@@ -111,22 +113,42 @@ type Log struct {
 	nck     uint64
 	last    ckRecord
 	corrupt error
+	damage  []Problem // damage found by reconcile that Verify's scan cannot see
 	repairs []string
+
+	// ack is the marker as last read or written: the acknowledged state
+	// (nothing it covers is ever cut) and the verified prefix.
+	ack marker
+	// rehashed counts the entries the last reconcile re-hashed (0 when the
+	// marker showed that nothing changed).
+	rehashed uint64
 }
 
 // Open opens (creating if needed, mode 0700) the audit log in dir, normally
 // <state-dir>/audit. At first use it creates the signing key dir/key (0600)
-// and dir/key.pub. It repairs an interrupted append: whatever follows the
-// last committed entry (a torn record, garbage, complete records whose
-// checkpoint was not written) is cut off (the bytes are kept under
-// dir/repairs/): an append is committed, and acknowledged, only once its
-// checkpoint is synced, so nothing acknowledged is ever cut. Repairs lists
-// what was done.
+// and dir/key.pub.
 //
-// Damage to the committed part of the log is not repaired: Open still
+// It repairs an interrupted append: whatever follows the last acknowledged
+// and committed entry (a torn record, garbage, complete records whose
+// checkpoint was not written, a partial or zero-filled checkpoint record
+// after the acknowledged ones) is cut off, the bytes kept under
+// dir/repairs/; Repairs lists what was done. An append is acknowledged
+// once its checkpoint is synced, and Append records that in the marker
+// dir/verified before it returns, so nothing acknowledged is ever cut: a
+// checkpoints file shorter than the acknowledged records is damage.
+//
+// Damage to the acknowledged part of the log is not repaired: Open still
 // succeeds so that the log can be read and verified, Corrupt returns the
-// reason, and Append, InclusionProof and ConsistencyProof refuse with an
-// error wrapping ErrCorrupt.
+// reason (naming the file and offset), and Append, InclusionProof and
+// ConsistencyProof refuse with an error wrapping ErrCorrupt.
+//
+// Open is cheap when no log file was written since the marker was
+// recorded (it compares the files' inode, size and ctime with the marker);
+// otherwise — another program edited a file, a crash left a tail, the log
+// was copied, or there is no marker yet — it re-hashes every entry and
+// checks every stored hash and checkpoint root (about as long as
+// VerifyWith(LatestSignatureOnly)), and records a new marker. Damage that
+// changes no ctime is found by VerifyAll.
 func Open(dir string) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
@@ -269,12 +291,12 @@ func (l *Log) acquire(exclusive bool) (release func(), err error) {
 		return nil, err
 	}
 	release = func() { funlock(l.lockF) }
-	sizes, err := l.sizes()
+	st, err := l.stamps()
 	if err != nil {
 		release()
-		return nil, err
+		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	if sizes == l.seen {
+	if st == l.seen && !l.stale {
 		return release, nil
 	}
 	if !exclusive {
@@ -313,6 +335,16 @@ func (l *Log) cut(i int, off int64, why string) error {
 	}
 	if fi.Size() <= off {
 		return nil
+	}
+	acked := int64(0)
+	switch i {
+	case fEntries:
+		acked = l.ack.end
+	case fCkpts:
+		acked = int64(l.ack.nck) * ckRecSize
+	}
+	if off < acked {
+		return fmt.Errorf("audit log: refusing to cut %s at offset %d: its first %d bytes were acknowledged", filepath.Join(l.dir, fileNames[i]), off, acked)
 	}
 	removed := make([]byte, fi.Size()-off)
 	if _, err := f.ReadAt(removed, off); err != nil && err != io.EOF {
@@ -353,17 +385,38 @@ func (l *Log) truncateDerived(i int, off int64) error {
 
 // reconcile makes the state consistent after a crash and loads it. It runs
 // under the exclusive lock. Damage to committed data sets l.corrupt.
+//
+// What may be cut is decided by the acknowledged state in the marker
+// (marker.go): a checkpoint record it counts was synced before its Append
+// returned, so losing any part of it is damage, never a crash. Only bytes
+// beyond both the acknowledged state and the last complete, valid
+// checkpoint are the tail of an append that was never acknowledged.
+//
+// Unless the marker shows that no file was written since it was recorded,
+// every entry is then re-hashed and checked against the signed root.
 func (l *Log) reconcile() error {
-	l.corrupt = nil
-	sizes, err := l.sizes()
+	l.corrupt, l.damage, l.rehashed, l.stale = nil, nil, 0, false
+	st, err := l.stamps()
 	if err != nil {
-		return err
+		return fmt.Errorf("audit log: %w", err)
 	}
+	sizes := st.sizes()
+	mk, mkState := l.readMarker()
+	if mkState != markerOK {
+		mk = marker{}
+	}
+	l.ack = mk
 
-	// Checkpoints: the last valid one is the commit point.
+	// Checkpoints: every acknowledged one must be there, whole.
 	ckSize := sizes[fCkpts]
+	if ackBytes := int64(mk.nck) * ckRecSize; ckSize < ackBytes {
+		k := uint64(ckSize / ckRecSize)
+		return l.failAt(Problem{File: "checkpoints", Checkpoint: u64(k), Offset: int64(k) * ckRecSize,
+			Message: fmt.Sprintf("the file is %d bytes, but %d checkpoints (%d bytes) were acknowledged, the last covering %d entries: checkpoint %d is incomplete or missing, so the file was truncated (acknowledged checkpoints are synced before Append returns, a crash cannot lose them)",
+				ckSize, mk.nck, ackBytes, mk.size, k)})
+	}
 	if rem := ckSize % ckRecSize; rem != 0 {
-		if err := l.cut(fCkpts, ckSize-rem, "torn partial checkpoint record at the end (interrupted append)"); err != nil {
+		if err := l.cut(fCkpts, ckSize-rem, "torn partial checkpoint record at the end, after the last acknowledged one (interrupted append)"); err != nil {
 			return err
 		}
 		ckSize -= rem
@@ -376,8 +429,8 @@ func (l *Log) reconcile() error {
 			return err
 		}
 		r, derr := decodeCk(b)
-		if derr != nil && looksTorn(b) {
-			if err := l.cut(fCkpts, int64(nck-1)*ckRecSize, fmt.Sprintf("checkpoint %d is zero-filled (interrupted append)", nck-1)); err != nil {
+		if derr != nil && looksTorn(b) && nck > mk.nck {
+			if err := l.cut(fCkpts, int64(nck-1)*ckRecSize, fmt.Sprintf("checkpoint %d is zero-filled and was never acknowledged (interrupted append)", nck-1)); err != nil {
 				return err
 			}
 			nck--
@@ -390,12 +443,32 @@ func (l *Log) reconcile() error {
 		}
 		if nck > 0 {
 			if derr != nil {
-				return l.fail(fmt.Errorf("checkpoint %d: %v: the checkpoints file was modified", nck-1, derr))
+				return l.fail(fmt.Errorf("checkpoint %d (checkpoints, offset %d): %v: the checkpoints file was modified", nck-1, int64(nck-1)*ckRecSize, derr))
 			}
 			if !l.key.verifyCk(&r) {
-				return l.fail(fmt.Errorf("checkpoint %d (size %d): signature does not verify with key %s", nck-1, r.size, l.key.vkey))
+				return l.fail(fmt.Errorf("checkpoint %d (checkpoints, offset %d; size %d): signature does not verify with key %s", nck-1, int64(nck-1)*ckRecSize, r.size, l.key.vkey))
 			}
 			last = r
+		}
+	}
+	// The last acknowledged checkpoint must still be the one acknowledged.
+	if mk.nck > 0 {
+		k := mk.nck - 1
+		r := last
+		if k != nck-1 {
+			b, err := l.pread(fCkpts, int64(k)*ckRecSize, ckRecSize)
+			if err != nil {
+				return err
+			}
+			var derr error
+			if r, derr = decodeCk(b); derr != nil {
+				return l.fail(fmt.Errorf("checkpoint %d (checkpoints, offset %d): %v: the checkpoints file was modified", k, int64(k)*ckRecSize, derr))
+			}
+		}
+		if r.size != mk.size || r.root != mk.root {
+			return l.failAt(Problem{File: "checkpoints", Checkpoint: u64(k), Offset: int64(k) * ckRecSize,
+				Message: fmt.Sprintf("is for %d entries with root %s, but the checkpoint acknowledged at this position was for %d entries with root %s: the checkpoints file was rewritten",
+					r.size, b64(r.root[:]), mk.size, b64(mk.root[:]))})
 		}
 	}
 	var C uint64
@@ -431,12 +504,20 @@ func (l *Log) reconcile() error {
 		}
 		payload, err := l.readRecordAt(off, sizes[fEntries])
 		if err != nil {
-			return l.fail(fmt.Errorf("entry %d at offset %d: %v: the entries file was truncated or modified", C-1, off, err))
+			return l.fail(fmt.Errorf("entry %d (entries, offset %d): %v: the entries file was truncated or modified", C-1, off, err))
 		}
 		if err := checkPayload(C-1, payload, leaf); err != nil {
 			return l.fail(err)
 		}
 		end = off + recordHeaderSize + int64(len(payload))
+	}
+	if end < mk.end {
+		p := Problem{File: "entries", Offset: end,
+			Message: fmt.Sprintf("the committed entries end at offset %d, before the end of the acknowledged entries (%d): the entries or index file was modified", end, mk.end)}
+		if C > 0 {
+			p.Entry = u64(C - 1)
+		}
+		return l.failAt(p)
 	}
 	if err := l.load(C, end, nck, last); err != nil {
 		return l.fail(err)
@@ -449,8 +530,37 @@ func (l *Log) reconcile() error {
 			return err
 		}
 	}
-	l.seen, err = l.sizes()
-	return err
+
+	// Nothing to re-hash while the files are exactly as the marker saw
+	// them: whatever they hold was verified then.
+	if mkState == markerOK && mk.files == st.files() {
+		if mk.damage != "" {
+			// Not a Problem of its own: Verify looks again (and clears it
+			// when it finds nothing).
+			return l.fail(fmt.Errorf("a verification found damage and the log files have not changed since: %s", mk.damage))
+		}
+		if mk.size == l.n && mk.nck == l.nck && mk.end == l.dataEnd {
+			l.seen = st
+			return nil
+		}
+	}
+	// Something wrote to the log since the marker (another program, a
+	// crash, a copy), or there is no marker: re-hash every entry and check
+	// every stored hash and checkpoint root.
+	v := &verifyState{}
+	if err := l.verify(v, VerifyOptions{LatestSignatureOnly: true}); err != nil {
+		return err
+	}
+	l.rehashed = v.rep.Entries
+	if n := len(v.rep.Problems) + v.rep.MoreProblems; n > 0 {
+		reason := v.rep.Problems[0].String()
+		if n > 1 {
+			reason += fmt.Sprintf(" (and %d more problem(s))", n-1)
+		}
+		return l.fail(errors.New(reason))
+	}
+	l.markCommitted("")
+	return nil
 }
 
 // describeTail says what lies after the committed end of the entries file.
@@ -483,17 +593,25 @@ func (l *Log) describeTail(end, size int64) string {
 
 // fail records damage to the committed log and leaves a read-only state.
 func (l *Log) fail(reason error) error {
-	l.corrupt = fmt.Errorf("%w: %v (run `op-dbus audit verify` for a full report)", ErrCorrupt, reason)
+	l.corrupt = fmt.Errorf("%w (%s): %v (nothing was cut or changed; run `op-dbus audit verify` for a full report; nothing can be appended until the audit directory is restored from a backup)", ErrCorrupt, l.dir, reason)
 	l.t = nil
-	sizes, err := l.sizes()
+	st, err := l.stamps()
 	if err != nil {
-		return err
+		return fmt.Errorf("audit log: %w", err)
 	}
+	sizes := st.sizes()
 	l.n = uint64(sizes[fIndex] / indexRecSize)
 	l.dataEnd = sizes[fEntries]
 	l.nck = uint64(sizes[fCkpts] / ckRecSize)
-	l.seen = sizes
+	l.seen = st
 	return nil
+}
+
+// failAt is fail for damage that a scan of the files alone cannot see
+// (it needs the marker); Verify reports it.
+func (l *Log) failAt(p Problem) error {
+	l.damage = append(l.damage, p)
+	return l.fail(errors.New(p.String()))
 }
 
 // load builds the in-memory tree for C committed entries and checks it
@@ -601,6 +719,8 @@ func checkPayload(seq uint64, payload, leaf []byte) error {
 	}
 	return nil
 }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func seqString(s uint64, ok bool) string {
 	if !ok {
@@ -765,7 +885,7 @@ func (l *Log) commit(leaves [][]byte, newEnd int64) error {
 	l.nck++
 	l.n = l.t.size
 	l.dataEnd = newEnd
-	l.seen = [nFiles]int64{newEnd, int64(l.n) * indexRecSize, int64(l.t.tiles()) * tileRecSize, int64(l.nck) * ckRecSize}
+	l.markCommitted("")
 	return nil
 }
 
@@ -777,7 +897,7 @@ func (l *Log) undo() {
 	}
 	_ = l.f[fIndex].Truncate(int64(l.n) * indexRecSize)
 	_ = l.f[fEntries].Truncate(l.dataEnd)
-	l.seen[0] = -1 // re-check the files at the next operation
+	l.stale = true // re-check the files at the next operation
 }
 
 // encodeBody returns the canonical JSON of the redacted entry without its
@@ -946,4 +1066,11 @@ func (l *Log) Each(from uint64, fn func(Entry) error) error {
 		off += recordHeaderSize + int64(ln)
 	}
 	return nil
+}
+
+// Exists reports whether an audit log has been written in dir (Open would
+// create one).
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, fileNames[0]))
+	return err == nil
 }

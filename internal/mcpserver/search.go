@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/op-dbus/op-dbus/internal/introspect"
+	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/search"
 	"github.com/op-dbus/op-dbus/internal/search/embed"
 )
@@ -46,18 +47,17 @@ type searcher struct {
 // seed returns the D-Bus sources of the state directory's search index, if
 // there is one made with the built-in embedder of this index's dimension.
 func (sr *searcher) seed() map[string][]search.Document {
-	dir := sr.s.svc.StateDir()
-	if dir == "" {
+	if sr.s.svc.StateDir() == "" {
 		return nil
 	}
-	m, docs, err := search.ReadFile(filepath.Join(dir, "search", search.IndexFile))
+	m, docs, err := search.ReadFile(filepath.Join(sr.s.svc.Dir().Search(), search.IndexFile))
 	if err != nil || m.Config.Kind != "builtin" || (m.Config.Dim != 0 && m.Config.Dim != sr.ix.Embedder().Dim()) {
 		return nil
 	}
 	out := map[string][]search.Document{}
 	for _, d := range docs {
-		if d.Source == search.AuditSource || strings.HasPrefix(d.Source, search.StateSource("")) {
-			continue
+		if _, ok := search.BusOfSource(d.Source); !ok {
+			continue // plugin states and the audit log are read live
 		}
 		out[d.Source] = append(out[d.Source], d)
 	}
@@ -98,32 +98,39 @@ func (sr *searcher) search(ctx context.Context, _ *mcp.CallToolRequest, in Searc
 			sources[src] = docs
 		}
 	}
-	r, err := sr.s.svc.Query(ctx, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	for name, st := range r.Plugins {
-		docs, err := search.FromPluginState(name, st, "")
-		if err != nil {
-			return nil, nil, err
-		}
-		sources[search.StateSource(name)] = docs
-	}
-	if es, err := sr.s.svc.AuditLog(time.Time{}, ""); err == nil {
-		sources[search.AuditSource] = search.FromAudit(es, "")
+	svc := sr.s.svc
+	src := search.Sources{
+		Plugins: func(ctx context.Context) (map[string]any, map[string]error, error) {
+			r, err := svc.Query(ctx, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			return r.Plugins, nil, nil
+		},
+		Audit: func() ([]ledger.Entry, error) {
+			es, err := svc.AuditLog(time.Time{}, "")
+			if err != nil {
+				return nil, nil // searched without the audit log
+			}
+			return es, nil
+		},
 	}
 	if len(in.Services) > 0 {
 		bus := in.Bus
 		if bus == "" {
 			bus = "system"
 		}
-		res, err := sr.s.svc.Introspect(ctx, bus, in.Services)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := range res.Services {
-			sources[search.DBusSource(bus, res.Services[i].Name)] = search.ServiceDocuments(bus, &res.Services[i])
-		}
+		src.Buses = []search.Bus{{Name: bus, Services: in.Services,
+			Walk: func(ctx context.Context, b search.Bus) (*introspect.Result, error) {
+				return svc.Introspect(ctx, b.Name, b.Services)
+			}}}
+	}
+	got, err := search.Gather(ctx, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	for s, docs := range got.Docs {
+		sources[s] = docs
 	}
 	if _, err := sr.ix.Replace(ctx, sources, nil); err != nil {
 		return nil, nil, err

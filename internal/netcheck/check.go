@@ -3,6 +3,7 @@ package netcheck
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -130,11 +131,7 @@ func compare(cons []consulted) ([]string, []Disagreement) {
 			by[o.Interface][c.name] = o
 		}
 	}
-	names := make([]string, 0, len(by))
-	for n := range by {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(by))
 	var out []Disagreement
 	for _, ifname := range names {
 		seen := by[ifname]

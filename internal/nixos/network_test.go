@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -363,19 +365,19 @@ func TestVswitchCommandsBuildTheBridges(t *testing.T) {
 	defer cancel()
 	var script strings.Builder
 	script.WriteString("set -e\novs-vsctl() { command ovs-vsctl --db=" + o.DBAddress + " --no-wait --timeout=20 \"$@\"; }\n")
-	for _, n := range sortedKeys(switches) {
+	for _, n := range slices.Sorted(maps.Keys(switches)) {
 		v := switches[n].(map[string]any)
 		script.WriteString("ovs-vsctl --if-exists del-br " + n + " -- add-br " + n + " -- set bridge " + n + " protocols=OpenFlow13\n")
 		script.WriteString("ovs-vsctl")
 		ifs := v["interfaces"].(map[string]any)
-		for _, name := range sortedKeys(ifs) {
+		for _, name := range slices.Sorted(maps.Keys(ifs)) {
 			i := ifs[name].(map[string]any)
 			script.WriteString(" -- add-port " + n + " " + name)
 			if vl, ok := i["vlan"]; ok && vl != nil {
 				script.WriteString(" tag=" + jsonOf(vl))
 			}
 		}
-		for _, name := range sortedKeys(ifs) {
+		for _, name := range slices.Sorted(maps.Keys(ifs)) {
 			if ty, ok := ifs[name].(map[string]any)["type"].(string); ok {
 				script.WriteString(" -- set interface " + name + " type=" + ty)
 			}

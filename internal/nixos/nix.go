@@ -5,8 +5,9 @@ package nixos
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -200,11 +201,7 @@ func render(b *strings.Builder, v any, depth int) error {
 		indent(b, depth)
 		b.WriteByte(']')
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(x))
 		s := &Set{}
 		for _, k := range keys {
 			s.Entries = append(s.Entries, Entry{Path: []string{k}, Value: x[k]})

@@ -150,7 +150,7 @@ func ReadUnits(ctx context.Context, bus dbusx.Bus, root string, names []string) 
 		}
 		obj := conn.Object("org.freedesktop.systemd1", p)
 		unit, err := dbusx.GetAll(ctx, obj, "org.freedesktop.systemd1.Unit")
-		if err != nil {
+		if err := dbusx.Needed(err, "FragmentPath", "Description", "WantedBy"); err != nil {
 			skipped[name] = "could not read it: " + err.Error()
 			continue
 		}
@@ -169,7 +169,7 @@ func ReadUnits(ctx context.Context, bus dbusx.Bus, root string, names []string) 
 			continue
 		}
 		svc, err := dbusx.GetAll(ctx, obj, "org.freedesktop.systemd1.Service")
-		if err != nil {
+		if err := dbusx.Needed(err, "User", "Restart", "Type", "Environment", "ExecStart"); err != nil {
 			skipped[name] = "could not read its service properties: " + err.Error()
 			continue
 		}

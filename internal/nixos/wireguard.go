@@ -3,6 +3,9 @@ package nixos
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/op-dbus/op-dbus/plugins/wireguard"
@@ -26,12 +29,7 @@ func wireguardInto(s *Set, v any, r *report) error {
 	if err != nil {
 		return fmt.Errorf("plugins.wireguard: %w", err)
 	}
-	names := make([]string, 0, len(ws.Interfaces))
-	for n := range ws.Interfaces {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(ws.Interfaces)) {
 		ifc := ws.Interfaces[name]
 		if ifc == nil || wireguard.ValidInterfaceName(name) != nil {
 			continue
@@ -93,4 +91,29 @@ func wireguardInto(s *Set, v any, r *report) error {
 		r.mapped("wireguard.interfaces."+name, "networking.wireguard.interfaces."+AttrName(name)+" (in network.nix)")
 	}
 	return nil
+}
+
+// wireguardRoutes: destinations networking.wireguard routes itself
+// (allowedIPsAsRoutes), by interface, so network.nix does not add them again.
+func wireguardRoutes(ws *wireguard.State) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for name, ifc := range ws.Interfaces {
+		if ifc == nil {
+			continue
+		}
+		for _, p := range ifc.Peers {
+			if p == nil || p.State == "absent" {
+				continue
+			}
+			for _, a := range p.AllowedIPs {
+				if pf, err := netip.ParsePrefix(a); err == nil {
+					if out[name] == nil {
+						out[name] = map[string]bool{}
+					}
+					out[name][pf.Masked().String()] = true
+				}
+			}
+		}
+	}
+	return out
 }

@@ -55,6 +55,13 @@ type EmbedderConfig struct {
 
 // Selection is what `index build` indexed; `index update` indexes the same.
 type Selection struct {
+	// Buses are the buses walked (system, session, addresses), in order.
+	Buses []string `json:"buses,omitempty"`
+	// DefaultBuses: no --bus was given; the first bus is required, the
+	// others were taken when reachable, and `index update` does the same.
+	DefaultBuses bool `json:"default_buses,omitempty"`
+	// Bus is the one bus of an index built before Buses existed (read
+	// only as Buses[0]; written as Buses[0] for older op-dbus).
 	Bus         string   `json:"bus,omitempty"`
 	Services    []string `json:"services,omitempty"`
 	Activatable bool     `json:"activatable,omitempty"`
@@ -63,6 +70,14 @@ type Selection struct {
 	NoAudit     bool     `json:"no_audit,omitempty"`
 	User        bool     `json:"user,omitempty"`
 	StateDir    string   `json:"state_dir,omitempty"`
+}
+
+// BusList is the buses selected: Buses, or the one Bus of an older index.
+func (s Selection) BusList() []string {
+	if len(s.Buses) == 0 && s.Bus != "" && !s.NoBus {
+		return []string{s.Bus}
+	}
+	return s.Buses
 }
 
 // Header layout: magic (8), version u32, reserved u32, body length u64,

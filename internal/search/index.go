@@ -329,7 +329,14 @@ func (ix *Index) UpdatePlugin(ctx context.Context, plugin string, st any, global
 // daemon calls it with each entry it appends. Entries already indexed
 // with the same content are not re-embedded.
 func (ix *Index) UpdateAudit(ctx context.Context, es []ledger.Entry, globalFlags string) (Change, error) {
-	docs := FromAudit(es, globalFlags)
+	return ix.AddDocuments(ctx, AuditSource, FromAudit(es, globalFlags))
+}
+
+// AddDocuments adds docs to source, replacing those of the same ID and
+// keeping the others (ReplaceSource drops them): the audit log grows by
+// new entries. Documents already indexed with the same content are not
+// re-embedded.
+func (ix *Index) AddDocuments(ctx context.Context, source string, docs []Document) (Change, error) {
 	ix.mu.RLock()
 	all := make([]Document, 0, len(ix.docs)+len(docs))
 	fresh := map[string]bool{}
@@ -337,12 +344,12 @@ func (ix *Index) UpdateAudit(ctx context.Context, es []ledger.Entry, globalFlags
 		fresh[d.ID] = true
 	}
 	for _, d := range ix.docs {
-		if d.Source == AuditSource && !fresh[d.ID] {
+		if d.Source == source && !fresh[d.ID] {
 			all = append(all, d)
 		}
 	}
 	ix.mu.RUnlock()
-	return ix.ReplaceSource(ctx, AuditSource, append(all, docs...), nil)
+	return ix.ReplaceSource(ctx, source, append(all, docs...), nil)
 }
 
 // Query is one search.
@@ -802,23 +809,29 @@ type Stats struct {
 	Documents int            `json:"documents"`
 	Kinds     map[string]int `json:"kinds"`
 	Sources   map[string]int `json:"sources"`
-	Vectors   int            `json:"vectors"`
-	Dim       int            `json:"dim"`
-	Embedder  string         `json:"embedder"`
-	Built     time.Time      `json:"built"`
-	Updated   time.Time      `json:"updated"`
-	Cache     *cache.Stats   `json:"cache,omitempty"`
+	// Buses counts the D-Bus documents of each bus (system, session, an
+	// address).
+	Buses    map[string]int `json:"buses"`
+	Vectors  int            `json:"vectors"`
+	Dim      int            `json:"dim"`
+	Embedder string         `json:"embedder"`
+	Built    time.Time      `json:"built"`
+	Updated  time.Time      `json:"updated"`
+	Cache    *cache.Stats   `json:"cache,omitempty"`
 }
 
 // Stats counts the index.
 func (ix *Index) Stats() Stats {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	st := Stats{Documents: len(ix.docs), Kinds: map[string]int{}, Sources: map[string]int{}, Embedder: ix.emb.ID(),
+	st := Stats{Documents: len(ix.docs), Kinds: map[string]int{}, Sources: map[string]int{}, Buses: map[string]int{}, Embedder: ix.emb.ID(),
 		Built: ix.Meta.Built, Updated: ix.Meta.Updated}
 	for _, d := range ix.docs {
 		st.Kinds[d.Kind]++
 		st.Sources[d.Source]++
+		if bus, ok := BusOfSource(d.Source); ok {
+			st.Buses[bus]++
+		}
 	}
 	if ix.vecs != nil {
 		st.Vectors = ix.vecs.Len()

@@ -3,9 +3,10 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -44,13 +45,9 @@ func check(path string, v any, t reflect.Type) Problems {
 			return Problems{{path, "expected an object, got " + kindOf(v)}}
 		}
 		fields := structFields(t)
-		names := make([]string, 0, len(fields))
-		for n := range fields {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(fields))
 		var ps Problems
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, ok := fields[k]
 			fp := fieldPath(path, k)
 			if !ok {
@@ -66,7 +63,7 @@ func check(path string, v any, t reflect.Type) Problems {
 			return Problems{{path, "expected an object, got " + kindOf(v)}}
 		}
 		var ps Problems
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			ps = append(ps, check(fmt.Sprintf("%s[%q]", path, k), m[k], t.Elem())...)
 		}
 		return ps

@@ -10,9 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -217,7 +218,7 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 		return nil, Problems{{Msg: fmt.Sprintf("document must be an object with \"version\" and \"plugins\", got %s", kindOf(tree))}}
 	}
 	doc := &Document{Plugins: map[string]any{}}
-	keys := sortedKeys(root)
+	keys := slices.Sorted(maps.Keys(root))
 	for _, k := range keys {
 		if k != "version" && k != "plugins" && k != "errors" {
 			ps = append(ps, Problem{Path: k, Msg: "unknown field" + suggest(k, []string{"version", "plugins"})})
@@ -240,7 +241,7 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 		if !ok {
 			ps = append(ps, Problem{Path: "errors", Msg: "expected an object of plugin name to message, got " + kindOf(raw)})
 		}
-		for _, k := range sortedKeys(em) {
+		for _, k := range slices.Sorted(maps.Keys(em)) {
 			if _, ok := em[k].(string); !ok {
 				ps = append(ps, Problem{Path: fieldPath("errors", k), Msg: "expected a string, got " + describe(em[k])})
 			}
@@ -251,12 +252,8 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 		if !ok {
 			ps = append(ps, Problem{Path: "plugins", Msg: "expected an object keyed by plugin name, got " + kindOf(raw)})
 		} else {
-			known := make([]string, 0, len(types))
-			for n := range types {
-				known = append(known, n)
-			}
-			sort.Strings(known)
-			for _, name := range sortedKeys(pm) {
+			known := slices.Sorted(maps.Keys(types))
+			for _, name := range slices.Sorted(maps.Keys(pm)) {
 				path := "plugins." + name
 				mk, ok := types[name]
 				if !ok {
@@ -324,15 +321,6 @@ func versionOf(v any) (int, bool) {
 		}
 	}
 	return 0, false
-}
-
-func sortedKeys(m map[string]any) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Hash is the canonical hash of a document: SHA-256 over its canonical JSON.

@@ -2,7 +2,8 @@ package state
 
 import (
 	"encoding/json"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/invopop/jsonschema"
 )
@@ -15,11 +16,7 @@ func Schema(types Types) ([]byte, error) {
 		AllowAdditionalProperties: false,
 		ExpandedStruct:            true,
 	}
-	names := make([]string, 0, len(types))
-	for n := range types {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(types))
 	plugins := jsonschema.NewProperties()
 	for _, n := range names {
 		s := r.Reflect(types[n]())

@@ -46,12 +46,6 @@ func (d Dir) LastTransaction() string { return filepath.Join(d.path, "last-trans
 // Audit is the audit log's folder (internal/ledger owns what is inside).
 func (d Dir) Audit() string { return filepath.Join(d.path, "audit") }
 
-// HasAudit reports whether an audit log has been written yet.
-func (d Dir) HasAudit() bool {
-	_, err := os.Stat(filepath.Join(d.Audit(), "entries"))
-	return err == nil
-}
-
 // Snapshots is the snapshot store's folder (internal/snapshot).
 func (d Dir) Snapshots() string { return filepath.Join(d.path, "snapshots") }
 

@@ -85,7 +85,8 @@
 // as on a system with no NTP service. Otherwise it asks org.freedesktop.systemd1,
 // which this bus does not have, for the state of systemd-timesyncd.service.
 // Then Get of NTP and CanNTP, GetAll on timedate1, SetNTP and SetTime all
-// fail with System.Error.EHOSTUNREACH "No route to host".
+// fail with System.Error.EHOSTUNREACH "No route to host". WithNTPUnits
+// starts the bed that way, for tests of a GetAll that fails.
 //
 // What works in this bed, checked on Debian 12 (systemd 252):
 //

@@ -43,10 +43,31 @@ var identityDaemons = []struct{ name, bin, path, prop string }{
 	{"org.freedesktop.locale1", "systemd-localed", "/org/freedesktop/locale1", "Locale"},
 }
 
+// IdentityOption changes how StartIdentity sets up the bed.
+type IdentityOption func(*identityConfig)
+
+type identityConfig struct {
+	ntpUnits []string
+}
+
+// WithNTPUnits gives timedated these NTP units
+// (SYSTEMD_TIMEDATED_NTP_SERVICES) instead of none. The bed's bus has no
+// org.freedesktop.systemd1 to ask about them, so Get of NTP and CanNTP,
+// and GetAll on timedate1, fail with "No route to host" while Timezone,
+// LocalRTC and the other properties still answer Get: a real daemon whose
+// GetAll fails, as on a host whose NTP unit timedated cannot query.
+func WithNTPUnits(units ...string) IdentityOption {
+	return func(c *identityConfig) { c.ntpUnits = units }
+}
+
 // StartIdentity starts the bed in dir, an existing empty directory, and
 // returns once hostname1, timedate1 and locale1 all answer a property Get,
 // or fails after 20s. It needs root.
-func StartIdentity(ctx context.Context, dir string) (*Identity, error) {
+func StartIdentity(ctx context.Context, dir string, opts ...IdentityOption) (*Identity, error) {
+	var cfg identityConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if err := needRoot(); err != nil {
 		return nil, err
 	}
@@ -127,8 +148,9 @@ func StartIdentity(ctx context.Context, dir string) (*Identity, error) {
 
 	// The daemons inherit dbus-daemon's environment: they must find this
 	// bus, and log to stderr (Dir/identity.log), never a host journal.
-	// SYSTEMD_TIMEDATED_NTP_SERVICES empty: see the package doc (NTP).
-	env := bedEnv("DBUS_SYSTEM_BUS_ADDRESS="+i.BusAddress, "SYSTEMD_LOG_TARGET=console", "SYSTEMD_TIMEDATED_NTP_SERVICES=")
+	// SYSTEMD_TIMEDATED_NTP_SERVICES empty unless WithNTPUnits: see the
+	// package doc (NTP).
+	env := bedEnv("DBUS_SYSTEM_BUS_ADDRESS="+i.BusAddress, "SYSTEMD_LOG_TARGET=console", "SYSTEMD_TIMEDATED_NTP_SERVICES="+strings.Join(cfg.ntpUnits, ":"))
 	proc, err := startNS(s.String(), env, syscall.CLONE_NEWUTS|syscall.CLONE_NEWNET, filepath.Join(dir, "identity.log"))
 	if err != nil {
 		return nil, err

@@ -35,12 +35,12 @@ func NewUserManager(t testing.TB) *UserManager {
 
 // NewIdentity starts an Identity bed in a new temp dir for t, like
 // NewUserManager.
-func NewIdentity(t testing.TB) *Identity {
+func NewIdentity(t testing.TB, opts ...IdentityOption) *Identity {
 	t.Helper()
 	dir := bedTempDir(t, "tb-id-")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	i, err := StartIdentity(ctx, dir)
+	i, err := StartIdentity(ctx, dir, opts...)
 	if err != nil {
 		unavailable(t, "hostnamed/timedated/localed", err)
 	}

@@ -352,7 +352,7 @@ func (m *Manager) Recover(ctx context.Context) (*engine.RollbackResult, error) {
 	if verified {
 		rec.Result, rec.Message = "recovered", what+" interrupted; rolled back and verified"
 		if j.Phase == PhaseAwaitingConfirm && !time.Now().Before(j.Deadline) {
-			rec.Message = what + " not confirmed by its deadline " + j.Deadline.Format(time.RFC3339) + "; rolled back and verified"
+			rec.Message = what + " interrupted and not confirmed by its deadline " + j.Deadline.Format(time.RFC3339) + "; rolled back and verified"
 		}
 		if err := removeJournal(m.Dir); err != nil {
 			return rb, err

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -241,7 +242,7 @@ func fromJSON(t *sigType, v any, path string, depth int) (reflect.Value, error) 
 			return zero, &convError{path, err.Error()}
 		}
 		out := reflect.MakeMapWithSize(rt, len(m))
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			kp := fmt.Sprintf("%s[%q]", path, k)
 			kv, err := keyFromString(t.key, k, kp)
 			if err != nil {
@@ -624,13 +625,4 @@ func canonical(t *sigType, v any) (string, error) {
 		return "", err
 	}
 	return string(b), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -8,7 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -206,10 +208,13 @@ func (p *Plugin) QueryFor(ctx context.Context, desired any) (any, error) {
 }
 
 // readProps reads the named readable properties of one interface: with
-// Get for one, GetAll for more (then Get for any GetAll left out).
+// Get for one, GetAll for more (then Get for any GetAll left out). A
+// service that answers GetAll with an error (timedated fails it when it
+// cannot ask systemd about its NTP unit) is read with Get, property by
+// property, and a property that cannot be read is named in the error.
 func (p *Plugin) readProps(ctx context.Context, conn *godbus.Conn, i int, o Object, ii *ifaceInfo, into map[string]json.RawMessage) error {
 	var want []string
-	for _, name := range sortedKeys(o.Properties) {
+	for _, name := range slices.Sorted(maps.Keys(o.Properties)) {
 		if pi := ii.Properties[name]; pi != nil && pi.Read {
 			want = append(want, name)
 		}
@@ -221,10 +226,14 @@ func (p *Plugin) readProps(ctx context.Context, conn *godbus.Conn, i int, o Obje
 	vals := map[string]godbus.Variant{}
 	if len(want) > 1 {
 		all, err := p.getAll(ctx, obj, o.Interface)
-		if err != nil {
+		switch {
+		case err == nil:
+			vals = all
+		case dbusx.ErrorName(err) == "" || dbusx.IsAccessDenied(err):
+			// No answer in time, a malformed reply, or a refusal: Get
+			// would fare no better.
 			return fmt.Errorf("objects[%d]: read %s.* of %s %s: %w%s", i, o.Interface, o.Service, o.Path, err, p.callHint(err))
 		}
-		vals = all
 	}
 	for _, name := range want {
 		if _, ok := vals[name]; ok {
@@ -272,10 +281,12 @@ func (p *Plugin) introFor(cur *State, k objKey) *introspection {
 	return p.intro[k]
 }
 
-// getAll is Properties.GetAll keeping each value's own signature.
-// (godbus's Store into a map of variants re-infers the signatures from the
-// Go values, turning a "(si)" into "av" and dropping a level of a "v";
-// dbusx.GetAll stores that way, so the reply body is read here directly.)
+// getAll is one Properties.GetAll within the plugin's timeout, keeping
+// each value's own signature: the reply body is read directly, since
+// godbus's Store into a map of variants re-infers the signatures from the
+// Go values, turning a "(si)" into "av" and dropping a level of a "v".
+// Unlike dbusx.GetAll it does not fall back to Get: readProps does, for
+// the properties the document names.
 func (p *Plugin) getAll(ctx context.Context, obj godbus.BusObject, iface string) (map[string]godbus.Variant, error) {
 	ctx, cancel := p.ctx(ctx)
 	defer cancel()

@@ -231,3 +231,37 @@ func TestTestbedBadInput(t *testing.T) {
 		t.Errorf("Location changed: %s → %s", before, got)
 	}
 }
+
+// TestTestbedTimedateGetAllFails: timedated given an NTP unit it cannot ask
+// systemd about answers GetAll with an error. The properties a document
+// names are then read one by one, as busctl get-property reads them; NTP,
+// which busctl cannot read either, is named in the error.
+func TestTestbedTimedateGetAllFails(t *testing.T) {
+	b := testbed.NewIdentity(t, testbed.WithNTPUnits("systemd-timesyncd.service"))
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", b.BusAddress)
+	ctx := context.Background()
+	if out, err := b.Busctl(ctx, "call", "org.freedesktop.timedate1", "/org/freedesktop/timedate1",
+		"org.freedesktop.DBus.Properties", "GetAll", "s", "org.freedesktop.timedate1"); err == nil {
+		t.Fatalf("busctl: GetAll on timedate1 succeeds, the bed should make it fail: %s", out)
+	}
+	if out, err := b.Busctl(ctx, "get-property", "org.freedesktop.timedate1", "/org/freedesktop/timedate1",
+		"org.freedesktop.timedate1", "NTP"); err == nil {
+		t.Fatalf("busctl: NTP reads %s, the bed should make it fail", out)
+	}
+	r := newRig(t, New(""))
+
+	q := r.query(r.doc(obj(timedate1, `{"LocalRTC":false,"Timezone":"UTC"}`)))
+	t.Logf("query: %s", q)
+	if rtc := busProp(t, b, "org.freedesktop.timedate1", "LocalRTC"); !strings.Contains(q, `"LocalRTC":`+strings.TrimPrefix(rtc, "b ")) {
+		t.Errorf("query %s, busctl says LocalRTC %s", q, rtc)
+	}
+	if tz := busProp(t, b, "org.freedesktop.timedate1", "Timezone"); !strings.Contains(q, `"Timezone":`+strings.TrimPrefix(tz, "s ")) {
+		t.Errorf("query %s, busctl says Timezone %s", q, tz)
+	}
+
+	_, err := r.plan(r.doc(obj(timedate1, `{"LocalRTC":false,"NTP":false}`)))
+	wantErr(t, err, "NTP", "No route to host")
+	if err != nil && strings.Contains(err.Error(), "LocalRTC") {
+		t.Errorf("the error names LocalRTC, which can be read: %v", err)
+	}
+}

@@ -4,7 +4,8 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -163,11 +164,7 @@ func parseIntrospection(data []byte) (*introspection, error) {
 
 // names lists the keys of a map, sorted, for messages.
 func names[V any](m map[string]V) string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
+	ks := slices.Sorted(maps.Keys(m))
 	if len(ks) == 0 {
 		return "none"
 	}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -131,7 +133,7 @@ func (s *mappingSet) add(mp *mapping, user bool) []error {
 		s.m[k] = props
 	}
 	var errs []error
-	for _, name := range sortedKeys(mp.Properties) {
+	for _, name := range slices.Sorted(maps.Keys(mp.Properties)) {
 		pm := mp.Properties[name]
 		if old, ok := props[name]; ok && (!user || !strings.HasPrefix(old.File, "shipped:")) {
 			errs = append(errs, fmt.Errorf("%s: %s.%s of %s is already mapped by %s", pm.where(""), mp.Interface, name, mp.Service, old.File))

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -108,7 +110,7 @@ func (p *Plugin) Plan(current, desired any) ([]plugin.Op, error) {
 			continue
 		}
 		cp := curProps[ifaceKey{k, o.Interface}]
-		for _, name := range sortedKeys(o.Properties) {
+		for _, name := range slices.Sorted(maps.Keys(o.Properties)) {
 			path := propPath(i, name)
 			pi, set, err := p.setterFor(path, o, ii, name)
 			if err != nil {

@@ -3,6 +3,8 @@ package dbus
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/op-dbus/op-dbus/internal/state"
 )
@@ -86,7 +88,7 @@ func validate(s *State) state.Problems {
 				bad = true
 			}
 		}
-		for _, name := range sortedKeys(o.Properties) {
+		for _, name := range slices.Sorted(maps.Keys(o.Properties)) {
 			p := propPath(i, name)
 			if err := ValidMemberName(name); err != nil {
 				ps = append(ps, state.Problem{Path: p, Msg: "invalid property name: " + err.Error()})

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -388,20 +390,11 @@ func (t *tx) checkAddresses(ctx context.Context, s step, ac dbus.ObjectPath) err
 		}
 		for _, want := range canonPrefixes(fam.ip.Addresses) {
 			if !have[want] {
-				return fmt.Errorf("activate connection %q%s: activated, but address %s is not configured (NetworkManager reports %v)", s.Key, t.onDevice(s), want, sortedSet(have))
+				return fmt.Errorf("activate connection %q%s: activated, but address %s is not configured (NetworkManager reports %v)", s.Key, t.onDevice(s), want, slices.Sorted(maps.Keys(have)))
 			}
 		}
 	}
 	return nil
-}
-
-func sortedSet(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // addressData decodes an IPxConfig AddressData value (aa{sv}) into CIDRs.

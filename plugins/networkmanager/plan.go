@@ -2,6 +2,7 @@ package networkmanager
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -55,7 +56,7 @@ type opData struct {
 func match(cur *State, key string, d *Connection) []*Connection {
 	var out []*Connection
 	if d.UUID != "" {
-		for _, k := range sortedKeys(cur.Connections) {
+		for _, k := range slices.Sorted(maps.Keys(cur.Connections)) {
 			if c := cur.Connections[k]; c != nil && strings.EqualFold(c.UUID, d.UUID) {
 				out = append(out, c)
 			}
@@ -66,7 +67,7 @@ func match(cur *State, key string, d *Connection) []*Connection {
 	if d.ID != "" {
 		id = d.ID
 	}
-	for _, k := range sortedKeys(cur.Connections) {
+	for _, k := range slices.Sorted(maps.Keys(cur.Connections)) {
 		c := cur.Connections[k]
 		if c != nil && curID(k, c) == id {
 			out = append(out, c)
@@ -99,7 +100,7 @@ func plan(current, desired any) ([]plugin.Op, error) {
 	var steps []step
 	var changes []plugin.Change
 	var descs []string
-	for _, key := range sortedKeys(des.Connections) {
+	for _, key := range slices.Sorted(maps.Keys(des.Connections)) {
 		d := des.Connections[key]
 		if d == nil {
 			continue
@@ -425,7 +426,7 @@ func subset(st any, items []string) *State {
 					continue
 				}
 				found := false
-				for _, k := range sortedKeys(s.Connections) {
+				for _, k := range slices.Sorted(maps.Keys(s.Connections)) {
 					if c := s.Connections[k]; c != nil && strings.EqualFold(c.UUID, uuid) {
 						restore(k, c)
 						found = true

@@ -2,8 +2,9 @@ package networkmanager
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -170,7 +171,7 @@ func validate(s *State) state.Problems {
 	add := func(path, format string, a ...any) {
 		ps = append(ps, state.Problem{Path: path, Msg: fmt.Sprintf(format, a...)})
 	}
-	keys := sortedKeys(s.Connections)
+	keys := slices.Sorted(maps.Keys(s.Connections))
 	activeOn := map[string]string{} // interface → key of a connection declared active on it
 	for _, key := range keys {
 		c := s.Connections[key]
@@ -331,13 +332,4 @@ func validUUID(s string) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -3,7 +3,9 @@ package ovs
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -192,7 +194,7 @@ func (b *builder) action(a action) error {
 		}
 		spec := a.BridgeSet
 		var portNames []string
-		for _, pn := range sortedKeys(spec.Ports) {
+		for _, pn := range slices.Sorted(maps.Keys(spec.Ports)) {
 			n, err := b.insertPort(a.Bridge, pn, spec.Ports[pn])
 			if err != nil {
 				return err
@@ -348,7 +350,7 @@ func ifaceColumns(s *Interface, path string) (ovsdb.Row, error) {
 func (b *builder) insertPort(bridge, port string, spec *Port) (string, error) {
 	path := portPath(bridge, port)
 	var ifaces []string
-	for _, in := range sortedKeys(spec.Interfaces) {
+	for _, in := range slices.Sorted(maps.Keys(spec.Interfaces)) {
 		n, err := b.insertIface(bridge, port, in, spec.Interfaces[in])
 		if err != nil {
 			return "", err

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -332,6 +334,9 @@ func copyMap(m map[string]string) map[string]string {
 	return out
 }
 
+// sortedInts is a sorted copy of v that is never nil: an empty trunks list
+// ([] = all VLANs) must stay distinct from a missing one (not managed),
+// which slices.Sorted would not keep.
 func sortedInts(v []int) []int {
 	out := append([]int{}, v...)
 	sort.Ints(out)
@@ -355,7 +360,7 @@ func (p *Plugin) Observe(ctx context.Context) ([]netcheck.Observation, error) {
 		return nil, err
 	}
 	var out []netcheck.Observation
-	for _, bn := range sortedKeys(s.bridges) {
+	for _, bn := range slices.Sorted(maps.Keys(s.bridges)) {
 		br := s.bridges[bn]
 		for _, pu := range br.Ports {
 			pr, ok := s.ports[pu]

@@ -151,7 +151,7 @@ func (pl *planner) change(path string, cur, des any) {
 
 // owner finds the bridge a port is on in the current state.
 func (pl *planner) portOwner(port string) string {
-	for _, bn := range sortedKeys(pl.cur.Bridges) {
+	for _, bn := range slices.Sorted(maps.Keys(pl.cur.Bridges)) {
 		if b := pl.cur.Bridges[bn]; b != nil {
 			if _, ok := b.Ports[port]; ok {
 				return bn
@@ -163,12 +163,12 @@ func (pl *planner) portOwner(port string) string {
 
 // ifaceOwner finds the bridge and port an interface is on currently.
 func (pl *planner) ifaceOwner(iface string) (string, string) {
-	for _, bn := range sortedKeys(pl.cur.Bridges) {
+	for _, bn := range slices.Sorted(maps.Keys(pl.cur.Bridges)) {
 		b := pl.cur.Bridges[bn]
 		if b == nil {
 			continue
 		}
-		for _, pn := range sortedKeys(b.Ports) {
+		for _, pn := range slices.Sorted(maps.Keys(b.Ports)) {
 			if pt := b.Ports[pn]; pt != nil {
 				if _, ok := pt.Interfaces[iface]; ok {
 					return bn, pn
@@ -206,7 +206,7 @@ func (pl *planner) ifaceLeaving(bridge, port, iface string) bool {
 }
 
 func (pl *planner) run() error {
-	for _, bn := range sortedKeys(pl.des.Bridges) {
+	for _, bn := range slices.Sorted(maps.Keys(pl.des.Bridges)) {
 		d := pl.des.Bridges[bn]
 		if d == nil {
 			d = &Bridge{}
@@ -241,7 +241,7 @@ func (pl *planner) run() error {
 // ports, with the internal port named like the bridge added.
 func (pl *planner) newBridge(bn string, d *Bridge) (*Bridge, error) {
 	spec := &Bridge{DatapathType: d.DatapathType, FailMode: d.FailMode, ExternalIDs: d.ExternalIDs, OtherConfig: d.OtherConfig, Ports: map[string]*Port{}}
-	for _, pn := range sortedKeys(d.Ports) {
+	for _, pn := range slices.Sorted(maps.Keys(d.Ports)) {
 		dp := d.Ports[pn]
 		if dp != nil && !present(dp.State) {
 			continue
@@ -275,7 +275,7 @@ func (pl *planner) newPort(bn, pn string, d *Port) (*Port, error) {
 		return nil, fmt.Errorf("%s: port %s is on bridge %s now; mark it absent there (%s.state: absent) to move it", portPath(bn, pn), pn, ob, portPath(ob, pn))
 	}
 	spec := &Port{Tag: d.Tag, Trunks: d.Trunks, ExternalIDs: d.ExternalIDs, Interfaces: map[string]*Interface{}}
-	for _, in := range sortedKeys(d.Interfaces) {
+	for _, in := range slices.Sorted(maps.Keys(d.Interfaces)) {
 		di := d.Interfaces[in]
 		if di != nil && !present(di.State) {
 			continue
@@ -344,7 +344,7 @@ func (pl *planner) updateBridge(bn string, c, d *Bridge) error {
 		pl.actions = append(pl.actions, action{Kind: setBridge, Bridge: bn, BridgeSet: set})
 		pl.items[bridgeItem(bn)] = true
 	}
-	for _, pn := range sortedKeys(d.Ports) {
+	for _, pn := range slices.Sorted(maps.Keys(d.Ports)) {
 		dp := d.Ports[pn]
 		cp := c.Ports[pn]
 		pp := portPath(bn, pn)
@@ -428,7 +428,7 @@ func (pl *planner) updatePort(bn, pn string, c, d *Port) error {
 		pl.items[portItem(bn, pn)] = true
 	}
 	remaining := len(c.Interfaces)
-	for _, in := range sortedKeys(d.Interfaces) {
+	for _, in := range slices.Sorted(maps.Keys(d.Interfaces)) {
 		di := d.Interfaces[in]
 		ci, exists := c.Interfaces[in]
 		ip := ifacePath(bn, pn, in)

@@ -3,6 +3,7 @@ package ovs
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -115,7 +116,7 @@ func TestPlanNewBridgeDefaults(t *testing.T) {
 		t.Fatalf("actions = %+v", as)
 	}
 	spec := as[0].BridgeSet
-	if got := sortedKeys(spec.Ports); !slices.Equal(got, []string{"br0", "p1", "p2"}) {
+	if got := slices.Sorted(maps.Keys(spec.Ports)); !slices.Equal(got, []string{"br0", "p1", "p2"}) {
 		t.Fatalf("ports = %v", got)
 	}
 	if spec.Ports["br0"].Interfaces["br0"].Type != "internal" {
@@ -124,7 +125,7 @@ func TestPlanNewBridgeDefaults(t *testing.T) {
 	if in := spec.Ports["p1"].Interfaces; len(in) != 1 || in["p1"] == nil || in["p1"].Type != "" {
 		t.Errorf("p1 interfaces = %+v", in)
 	}
-	if got := sortedKeys(spec.Ports["p2"].Interfaces); !slices.Equal(got, []string{"e1", "e2"}) {
+	if got := slices.Sorted(maps.Keys(spec.Ports["p2"].Interfaces)); !slices.Equal(got, []string{"e1", "e2"}) {
 		t.Errorf("p2 interfaces = %v", got)
 	}
 	if ops[0].Item != "bridges/br0" || !ops[0].Reversible || ops[0].ID != OpID {

@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -129,14 +130,6 @@ func ValidName(name string) error {
 func bridgePath(b string) string      { return fmt.Sprintf("bridges[%q]", b) }
 func portPath(b, p string) string     { return bridgePath(b) + fmt.Sprintf(".ports[%q]", p) }
 func ifacePath(b, p, i string) string { return portPath(b, p) + fmt.Sprintf(".interfaces[%q]", i) }
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // peerOf is the patch peer an interface names, "" for none.
 func peerOf(i *Interface) string {
@@ -166,7 +159,7 @@ func (p *Plugin) Validate(st any) state.Problems {
 	portOwner := map[string]string{}  // port name → bridge, for present ports
 	ifaceOwner := map[string]string{} // interface name → path of its port
 	ifaceBridge := map[string]string{}
-	for _, bn := range sortedKeys(s.Bridges) {
+	for _, bn := range slices.Sorted(maps.Keys(s.Bridges)) {
 		b := s.Bridges[bn]
 		bp := bridgePath(bn)
 		if err := ValidName(bn); err != nil {
@@ -184,7 +177,7 @@ func (p *Plugin) Validate(st any) state.Problems {
 		if !present(b.State) {
 			continue
 		}
-		for _, pn := range sortedKeys(b.Ports) {
+		for _, pn := range slices.Sorted(maps.Keys(b.Ports)) {
 			port := b.Ports[pn]
 			pp := portPath(bn, pn)
 			if err := ValidName(pn); err != nil {
@@ -230,7 +223,7 @@ func (p *Plugin) Validate(st any) state.Problems {
 					add(pp+".interfaces", "every interface is absent; a port needs at least one (mark the port absent to remove it)")
 				}
 			}
-			for _, in := range sortedKeys(port.Interfaces) {
+			for _, in := range slices.Sorted(maps.Keys(port.Interfaces)) {
 				iface := port.Interfaces[in]
 				ip := ifacePath(bn, pn, in)
 				if err := ValidName(in); err != nil {
@@ -268,10 +261,10 @@ func (p *Plugin) Validate(st any) state.Problems {
 	}
 	// A patch pair whose two ends are on the same bridge connects the
 	// bridge to itself: a loop that forwards every flooded packet back in.
-	for _, in := range sortedKeys(ifaceOwner) {
+	for _, in := range slices.Sorted(maps.Keys(ifaceOwner)) {
 		var iface *Interface
 		bn := ifaceBridge[in]
-		for _, pn := range sortedKeys(s.Bridges[bn].Ports) {
+		for _, pn := range slices.Sorted(maps.Keys(s.Bridges[bn].Ports)) {
 			if port := s.Bridges[bn].Ports[pn]; port != nil {
 				if x, ok := port.Interfaces[in]; ok {
 					iface = x

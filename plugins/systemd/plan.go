@@ -2,9 +2,9 @@ package systemd
 
 import (
 	"fmt"
-	"sort"
-
 	"github.com/op-dbus/op-dbus/internal/plugin"
+	"maps"
+	"slices"
 )
 
 // Op kinds, in Op.Data.
@@ -40,11 +40,7 @@ func (p *Plugin) Plan(current, desired any) ([]plugin.Op, error) {
 	if cur == nil {
 		cur = &State{}
 	}
-	names := make([]string, 0, len(des.Units))
-	for n := range des.Units {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(des.Units))
 
 	var fileOps, jobOps []plugin.Op
 	needReload := false

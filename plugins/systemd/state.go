@@ -2,7 +2,8 @@ package systemd
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -95,11 +96,7 @@ func IsTemplate(name string) bool {
 func (p *Plugin) Validate(st any) state.Problems {
 	s := st.(*State)
 	var ps state.Problems
-	names := make([]string, 0, len(s.Units))
-	for n := range s.Units {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(s.Units))
 	for _, name := range names {
 		u := s.Units[name]
 		path := fmt.Sprintf("units[%q]", name)

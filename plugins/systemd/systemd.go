@@ -382,12 +382,13 @@ func (p *Plugin) unitStatus(ctx context.Context, unit string) string {
 	}
 	obj := conn.Object(busName, path)
 	props, err := dbusx.GetAll(ctx, obj, unitIfc)
-	if err != nil {
+	if dbusx.Needed(err, "ActiveState", "SubState") != nil {
 		return "status unknown"
 	}
 	s := fmt.Sprintf("unit is %v/%v", props["ActiveState"].Value(), props["SubState"].Value())
 	if strings.HasSuffix(unit, ".service") {
-		if sp, err := dbusx.GetAll(ctx, obj, serviceIfc); err == nil {
+		// Result and ExecMainStatus are each shown only when read.
+		if sp, err := dbusx.GetAll(ctx, obj, serviceIfc); dbusx.Needed(err) == nil {
 			if r, ok := sp["Result"].Value().(string); ok && r != "success" {
 				s += ", result " + r
 			}

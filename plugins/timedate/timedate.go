@@ -36,8 +36,11 @@ var Spec = dbusprops.Spec{
 			Args: func(v map[string]any) []any { return []any{dbusprops.Bool(v["local_rtc"]), false, false} }},
 	},
 	OmitEmpty: []string{"timezone"},
-	NewState:  func() any { return &State{} },
-	Validate:  validate,
+	// timedated answers GetAll, and Get of NTP, with an error when it
+	// cannot ask systemd about its NTP unit; the query then leaves ntp out.
+	Optional: []string{"ntp"},
+	NewState: func() any { return &State{} },
+	Validate: validate,
 }
 
 func init() {

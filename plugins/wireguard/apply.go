@@ -118,7 +118,7 @@ func (p *Plugin) configure(ctx context.Context, d opData) error {
 	return nil
 }
 
-// NoKernelSupport is the error for creating an interface on a kernel
+// noKernelSupport is the error for creating an interface on a kernel
 // without the wireguard link type.
 func noKernelSupport(name string, err error) error {
 	return fmt.Errorf("create WireGuard interface %s: this kernel has no wireguard link type; start a userspace implementation such as wireguard-go %s first (netlink: %v)", name, name, err)

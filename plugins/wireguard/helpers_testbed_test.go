@@ -3,9 +3,11 @@ package wireguard
 import (
 	"context"
 	"flag"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -137,7 +139,7 @@ func wgDump(t testing.TB, name string) dump {
 func (d dump) config() string {
 	var b strings.Builder
 	b.WriteString(d.PublicKey + " " + d.ListenPort + " " + d.FwMark + "\n")
-	for _, k := range sortedKeys(d.Peers) {
+	for _, k := range slices.Sorted(maps.Keys(d.Peers)) {
 		p := d.Peers[k]
 		b.WriteString(k + " psk=" + strconv.FormatBool(p.PresharedKey != "(none)") + " " + p.Endpoint + " " + p.AllowedIPs + " " + p.Keepalive + "\n")
 	}

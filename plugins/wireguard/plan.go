@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -59,7 +60,7 @@ func (p *Plugin) Plan(current, desired any) ([]plugin.Op, error) {
 		cur = &State{}
 	}
 	var ops []plugin.Op
-	for _, name := range sortedKeys(des.Interfaces) {
+	for _, name := range slices.Sorted(maps.Keys(des.Interfaces)) {
 		d := des.Interfaces[name]
 		if d == nil {
 			continue
@@ -153,7 +154,7 @@ func planInterface(name, path string, c, d *Interface, files map[string]keyFile)
 	}
 	named := map[wgtypes.Key]bool{}
 	var added, updated, removed int
-	for _, pk := range sortedKeys(d.Peers) {
+	for _, pk := range slices.Sorted(maps.Keys(d.Peers)) {
 		dp := d.Peers[pk]
 		pp := fmt.Sprintf("%s.peers[%q]", path, pk)
 		k, err := ParseKey(pk)

@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -234,7 +235,7 @@ func (p *Plugin) Validate(st any) state.Problems {
 			add(path, err.Error())
 		}
 	}
-	for _, name := range sortedKeys(s.Interfaces) {
+	for _, name := range slices.Sorted(maps.Keys(s.Interfaces)) {
 		ifc := s.Interfaces[name]
 		path := "interfaces" + index(name)
 		if err := ValidInterfaceName(name); err != nil {
@@ -259,7 +260,7 @@ func (p *Plugin) Validate(st any) state.Problems {
 			add(path+".fwmark", fmt.Sprintf("%d is out of range (0-4294967295)", *ifc.FirewallMark))
 		}
 		seen := map[wgtypes.Key]string{}
-		for _, pk := range sortedKeys(ifc.Peers) {
+		for _, pk := range slices.Sorted(maps.Keys(ifc.Peers)) {
 			peer := ifc.Peers[pk]
 			pp := path + ".peers" + fmt.Sprintf("[%q]", pk)
 			k, err := ParseKey(pk)
@@ -313,13 +314,4 @@ func index(k string) string {
 		return "." + k
 	}
 	return fmt.Sprintf("[%q]", k)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -135,7 +137,7 @@ func (p *Plugin) QueryFor(ctx context.Context, desired any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range sortedKeys(des.Interfaces) {
+	for _, name := range slices.Sorted(maps.Keys(des.Interfaces)) {
 		d, err := call(ctx, "read WireGuard device "+name, func() (*wgtypes.Device, error) { return c.Device(name) })
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -145,7 +147,7 @@ func (p *Plugin) QueryFor(ctx context.Context, desired any) (any, error) {
 		}
 		st.Interfaces[name] = fromDevice(d)
 	}
-	for _, name := range sortedKeys(des.Interfaces) {
+	for _, name := range slices.Sorted(maps.Keys(des.Interfaces)) {
 		ifc := des.Interfaces[name]
 		if ifc == nil {
 			continue
@@ -158,7 +160,7 @@ func (p *Plugin) QueryFor(ctx context.Context, desired any) (any, error) {
 			}
 			st.files[f] = keyFile{public: k.PublicKey().String()}
 		}
-		for _, pk := range sortedKeys(ifc.Peers) {
+		for _, pk := range slices.Sorted(maps.Keys(ifc.Peers)) {
 			peer := ifc.Peers[pk]
 			if peer == nil || peer.PresharedKeyFile == "" {
 				continue
