@@ -30,8 +30,12 @@ restore is verified too.
 
 With --confirm-within, a verified apply then waits for ` + "`op-dbus commit`" + ` (from
 another shell); if it does not come in time, everything the transaction
-changed is rolled back. If op-dbus is killed at any point, the next run finds
-the journal and rolls the transaction back.
+changed is rolled back. A transient systemd timer keeps that deadline too
+(running "op-dbus recover --if-deadline-passed"), so it holds even if this
+process dies; where no systemd answers, --confirm-within is refused unless
+the global --confirm-in-process lets this process alone keep it. If op-dbus
+is killed at any point, the next run finds the journal and rolls the
+transaction back.
 
 Exit codes: 0 applied and verified (or nothing to do), 1 failed (the message
 says what failed, what was undone, and anything that could not be undone).`,
@@ -62,7 +66,7 @@ type txnFlags struct {
 func (t *txnFlags) register(c *cobra.Command) {
 	c.Flags().BoolVar(&t.dryRun, "dry-run", false, "print the plan and change nothing")
 	c.Flags().BoolVarP(&t.yes, "yes", "y", false, "apply without asking for confirmation")
-	c.Flags().DurationVar(&t.confirmWithin, "confirm-within", 0, "after a verified apply, roll everything back unless `op-dbus commit` comes within this long")
+	c.Flags().DurationVar(&t.confirmWithin, "confirm-within", 0, "after a verified apply, roll everything back unless op-dbus commit comes within this long")
 }
 
 // runTransaction is apply, rollback and snapshot restore: plan, show,

@@ -272,7 +272,7 @@ run exits 0.`,
 			})
 		},
 	}
-	consistency.Flags().StringVar(&from, "from", "", "a signed checkpoint saved earlier (from `op-dbus audit checkpoint` or a receipt)")
+	consistency.Flags().StringVar(&from, "from", "", "a `FILE` holding a signed checkpoint saved earlier (from op-dbus audit checkpoint, or a receipt's checkpoint)")
 
 	keyCmd := &cobra.Command{
 		Use:   "key",

@@ -14,6 +14,10 @@ func newCheckCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "check",
 		Short: "Compare what several sources say about the host",
+		Long: `Compare what several sources say about the host.
+
+  op-dbus check network    netlink, NetworkManager, OVSDB and /sys/class/net
+                           on every interface (exit 2 when they disagree)`,
 	}
 	c.AddCommand(newCheckNetworkCmd(g))
 	return c

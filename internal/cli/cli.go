@@ -97,9 +97,12 @@ func newRoot(g *globals) *cobra.Command {
 		Short: "Declare what a Linux host should be, and make it so, safely",
 		Long: `op-dbus treats a Linux host as one declarative state document.
 
-It reads the live state through native interfaces (systemd, hostname1,
-timedate1 and locale1 over D-Bus), shows what would change, applies the
-changes in dependency order, verifies the result and rolls back on failure.
+It reads the live state through native interfaces, one plugin each (see
+"op-dbus plugins"): systemd, hostname1, timedate1, locale1 and NetworkManager
+over D-Bus, any property of any D-Bus object (the dbus plugin), links,
+addresses and routes over netlink, Open vSwitch over OVSDB, and WireGuard.
+It shows what would change, applies the changes in dependency order,
+verifies the result and rolls back on failure.
 
 A state document names only what it manages; everything else is left alone:
 
@@ -112,10 +115,22 @@ Typical use:
   op-dbus query > now.json        capture the host as a state document
   op-dbus diff host.json          what apply would change (exit 2 when changes)
   op-dbus apply host.json         plan, confirm, apply, verify, roll back on failure
+  op-dbus apply --confirm-within 60s host.json
+                                  ... and roll back unless "op-dbus commit" follows
   op-dbus verify host.json        does the host match? (exit 2 lists mismatches)
   op-dbus rollback                undo the last apply
+  op-dbus recover                 roll back a transaction whose process died
+  op-dbus snapshot create         capture the whole host (list, diff, restore, prune)
   op-dbus history                 what changed when, from the tamper-evident audit log
   op-dbus introspect              everything on a D-Bus bus, with property values
+  op-dbus check network           where netlink, NetworkManager, OVSDB and sysfs disagree
+  op-dbus index build             a search index of the buses, plugin states, audit log
+  op-dbus search "set the time zone"
+                                  find anything on the host by meaning
+  op-dbus serve --state host.json --mode enforce
+                                  a daemon: drift reported or corrected, an HTTP API,
+                                  org.opdbus1 on D-Bus, MCP over HTTP
+  op-dbus mcp                     an MCP server on stdio for AI agents
   op-dbus nixos generate          a NixOS configuration from the live host
 
 Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,

@@ -22,14 +22,19 @@ func newMcpCmd(g *globals) *cobra.Command {
 		Short: "Serve the Model Context Protocol over stdio, for AI agents",
 		Long: `Serve MCP (JSON-RPC over stdin/stdout) for clients such as Claude Desktop
 or Cursor. Tools: query_state, introspect_bus, plan, verify, audit_log,
-audit_verify, snapshot_list, history; resources opdbus://state and
-opdbus://state/{plugin}. See docs/mcp.md for a client configuration.
+audit_verify, snapshot_list, history, check_network, search (and apply with
+--allow-apply); resources opdbus://state and opdbus://state/{plugin}. See
+docs/mcp.md for a client configuration. "op-dbus serve --mcp" serves the
+same over HTTP.
 
 Read-only by default. With --allow-apply the apply tool exists: it accepts
 only a plan_hash that plan returned in this server, refuses when the host
 changed since, and always runs under the confirm timer: unless someone runs
-` + "`op-dbus commit`" + ` within --confirm-within, everything is rolled back. Every
-apply and refusal is in the audit log with the client's name.
+` + "`op-dbus commit`" + ` within --confirm-within, everything is rolled back. The
+deadline is kept by a systemd timer, so it holds even if this server dies;
+where no systemd answers, apply is refused unless the global
+--confirm-in-process keeps the deadline in this process only. Every apply
+and refusal is in the audit log with the client's name.
 
 Diagnostics go to stderr; stdout carries only the protocol.`,
 		Example: `  op-dbus mcp
@@ -57,7 +62,7 @@ Diagnostics go to stderr; stdout carries only the protocol.`,
 		},
 	}
 	c.Flags().BoolVar(&allowApply, "allow-apply", false, "offer the apply tool (plans from this server only, always under the confirm timer)")
-	c.Flags().DurationVar(&confirmWithin, "confirm-within", confirmWithin, "with --allow-apply: roll an apply back unless `op-dbus commit` runs within this long")
+	c.Flags().DurationVar(&confirmWithin, "confirm-within", confirmWithin, "with --allow-apply: roll an apply back unless op-dbus commit runs within this long")
 	return c
 }
 

@@ -49,10 +49,24 @@ func newServeCmd(g *globals) *cobra.Command {
 		Use:   "serve --state FILE [--mode report|enforce]",
 		Short: "Watch the host for drift from a state document (and correct it in enforce mode)",
 		Long: `serve runs op-dbus as a daemon. It keeps the live state of what the
-document names in view and learns of changes from the sources themselves
-(systemd's and hostname1/timedate1/locale1's D-Bus signals), not by
-polling. A change re-queries only the plugin it concerns, and only the
-items the document names.
+document names in view and learns of changes from the sources themselves,
+not by polling, with one watcher per plugin the document names:
+
+  systemd          systemd's D-Bus signals: PropertiesChanged of units and
+                   the Manager's JobRemoved, UnitNew, UnitRemoved,
+                   UnitFilesChanged, Reloading (the user's manager with --user)
+  hostname, timedate, locale
+                   PropertiesChanged of hostname1, timedate1 and locale1
+  networkmanager   NetworkManager's D-Bus signals (devices, active
+                   connections, profiles) and its restarts
+  network          the rtnetlink groups of links, IPv4/IPv6 addresses and
+                   IPv4/IPv6 routes
+  ovs              an OVSDB monitor on Bridge, Port, Interface, Open_vSwitch
+
+The dbus and wireguard plugins have no change source; the full reconcile
+covers them. A change re-queries only the plugin it concerns (after
+--debounce), and only the items the document names. If "op-dbus index build"
+made a search index, the same events keep it current.
 
 Drift is logged to stderr (the journal under systemd), counted (metrics and
 GET /v1/drift when the API is on) and written to the audit log as kind
@@ -68,10 +82,15 @@ kept. Under systemd (Type=notify) it sends READY=1 and WATCHDOG=1.
 With -o json, every event is also one JSON object per line on stdout:
   {"event":"drift","plugin":"systemd","items":1,"latency_ms":3.1,...}
 
-The HTTP API is served on --api-socket (and --api-listen with a token).
+The HTTP API is off unless asked for: it is served on the unix socket
+--api-socket (/run/op-dbus/api.sock when only --api-listen is given) and, with
+--api-listen, on TCP behind the bearer token of --api-token-file (TLS with
+--api-tls-cert and --api-tls-key). See docs/api.md.
 With --mcp the same listeners serve MCP over streamable HTTP at /mcp, under
 the same token: read-only unless --mcp-allow-apply, and then every apply
-waits for "op-dbus commit" (the confirm timer lives in the daemon).
+waits for "op-dbus commit" (--confirm-within, 2m by default for MCP; the
+deadline is kept by a systemd timer, or with --confirm-in-process by the
+daemon alone).
 
 On D-Bus (--dbus, the system bus by default) the daemon owns org.opdbus1:
 methods Query, Plan and Apply (a plan hash from Plan, refused when stale),
@@ -92,15 +111,15 @@ the bus restarts, the daemon reconnects by itself.`,
 	fl.DurationVar(&f.auditVerify, "audit-verify-interval", time.Hour, "re-verify the whole audit log this often (also at start; a damaged log stops every change); negative: never")
 	fl.IntVar(&f.maxFailures, "max-failures", 3, "enforce: back off after this many failed corrections of a plugin in a row")
 	fl.StringVar(&f.apiSocket, "api-socket", "", "serve the HTTP API on this unix socket (e.g. /run/op-dbus/api.sock); off when empty")
-	fl.Uint32Var(&f.apiSocketMode, "api-socket-mode", 0o660, "file mode of the API socket")
+	fl.Uint32Var(&f.apiSocketMode, "api-socket-mode", 0o660, "file mode of the API socket, e.g. 0640 (octal with a leading 0; the default 0660 shows as 432)")
 	fl.StringVar(&f.apiListen, "api-listen", "", "also serve the API on this TCP host:port (needs --api-token-file)")
 	fl.StringVar(&f.apiTokenFile, "api-token-file", "", "bearer token file for the TCP API")
 	fl.StringVar(&f.apiCert, "api-tls-cert", "", "TLS certificate for the TCP API")
 	fl.StringVar(&f.apiKey, "api-tls-key", "", "TLS key for the TCP API")
-	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "applies through the API, D-Bus and MCP wait this long for an op-dbus commit before rolling back (0: no confirmation; MCP always waits, 5m by default)")
+	fl.DurationVar(&f.confirmWithin, "confirm-within", 0, "applies through the API, D-Bus and MCP wait this long for an op-dbus commit before rolling back (0: no confirmation; MCP always waits, 2m by default)")
 	fl.StringVar(&f.dbusBus, "dbus", "system", "own org.opdbus1 on this bus: system, session, a D-Bus address, or none")
 	fl.BoolVar(&f.mcp, "mcp", false, "also serve MCP (streamable HTTP) at /mcp on the API's listeners, under the same token")
-	fl.BoolVar(&f.mcpAllowApply, "mcp-allow-apply", false, "let MCP clients apply plans they made (always under the confirm timer, --confirm-within or 5m)")
+	fl.BoolVar(&f.mcpAllowApply, "mcp-allow-apply", false, "let MCP clients apply plans they made (always under the confirm timer, --confirm-within or 2m)")
 	fl.Int64Var(&f.maxBody, "max-body", 0, "API request body limit in bytes (0: the API's default)")
 	return c
 }

@@ -21,7 +21,9 @@ func newCommitCmd(g *globals) *cobra.Command {
 		Use:   "commit",
 		Short: "Confirm an apply that waits for confirmation (apply --confirm-within)",
 		Long: `Confirm the apply that is waiting in another shell (started with
---confirm-within). Without a commit in time, that apply rolls every change back.`,
+--confirm-within), or one waiting in "op-dbus serve" or "op-dbus mcp".
+Without a commit in time, that apply rolls every change back (the systemd
+timer keeping its deadline runs "op-dbus recover --if-deadline-passed").`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			svc, done := g.service()
@@ -78,7 +80,11 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 		Long: `Snapshots are full queried states, stored content-addressed under
 STATE-DIR/snapshots: an unchanged state adds only a small manifest. Every apply
 takes one first. Where STATE-DIR is a btrfs subvolume, a read-only btrfs
-snapshot of it is taken as well.`,
+snapshot of it is taken as well.
+
+After each new snapshot, the global --snapshot-keep and --snapshot-max-age
+prune old ones; "op-dbus snapshot prune" does it on demand, and
+"op-dbus snapshot prune --corrupt" removes manifests that cannot be read.`,
 	}
 	var tag string
 	var plugins []string
