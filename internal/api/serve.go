@@ -46,7 +46,7 @@ func Serve(ctx context.Context, h http.Handler, lo ListenOptions) error {
 	var tlsConf *tls.Config
 	if lo.TCP != "" {
 		if lo.TokenFile == "" {
-			return fmt.Errorf("api: --listen %s needs a bearer token file (--api-token-file); the TCP API is never open without one", lo.TCP)
+			return fmt.Errorf("api: --api-listen %s needs a bearer token file (--api-token-file); the TCP API is never open without one", lo.TCP)
 		}
 		var err error
 		if token, err = readToken(lo.TokenFile); err != nil {
@@ -63,7 +63,7 @@ func Serve(ctx context.Context, h http.Handler, lo ListenOptions) error {
 			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		}
 	} else if lo.TokenFile != "" || lo.CertFile != "" || lo.KeyFile != "" {
-		return errors.New("api: a token file or TLS certificate is only used with a TCP address (--listen)")
+		return errors.New("api: a token file or TLS certificate is only used with a TCP address (--api-listen)")
 	}
 
 	ul, err := listenUnix(lo.Socket, lo.Mode)
