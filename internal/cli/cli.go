@@ -60,8 +60,8 @@ type globals struct {
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	// isTerminal reports whether stdin is a terminal (for apply's question);
-	// replaceable in tests.
+	// stdinTerminal: apply may ask its question; stdoutTerminal: output
+	// may be colored. Run sets both from the real streams.
 	stdinTerminal  bool
 	stdoutTerminal bool
 }

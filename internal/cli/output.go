@@ -1,13 +1,17 @@
 package cli
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
+
+	"github.com/op-dbus/op-dbus/internal/plugin"
 )
 
 func isTerminal(v any) bool {
@@ -64,4 +68,24 @@ func writeList[T any](g *globals, format string, xs []T) error {
 		xs = []T{}
 	}
 	return writeData(g.stdout, format, xs)
+}
+
+func show(v any) string { return plugin.Show(v) }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// confirm asks on the terminal; it is only called when stdin is one.
+func confirm(g *globals, question string) bool {
+	fmt.Fprintf(g.stdout, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(g.stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true
+	}
+	return false
 }

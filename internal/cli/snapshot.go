@@ -15,64 +15,6 @@ import (
 	"github.com/op-dbus/op-dbus/internal/txn"
 )
 
-func newCommitCmd(g *globals) *cobra.Command {
-	wait := 10 * time.Second
-	c := &cobra.Command{
-		Use:   "commit",
-		Short: "Confirm an apply that waits for confirmation (apply --confirm-within)",
-		Long: `Confirm the apply that is waiting in another shell (started with
---confirm-within), or one waiting in "op-dbus serve" or "op-dbus mcp".
-Without a commit in time, that apply rolls every change back (the systemd
-timer keeping its deadline runs "op-dbus recover --if-deadline-passed").`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			svc, done := g.service()
-			defer done()
-			if err := svc.Commit(wait); err != nil {
-				return &exitError{ExitError, err}
-			}
-			fmt.Fprintln(g.stdout, g.colors().green("Committed: the changes stay."))
-			return nil
-		},
-	}
-	c.Flags().DurationVar(&wait, "wait", wait, "how long to wait for the apply to acknowledge")
-	return c
-}
-
-func newRollbackCmd(g *globals) *cobra.Command {
-	var t txnFlags
-	c := &cobra.Command{
-		Use:   "rollback",
-		Short: "Restore what the last apply changed to its state before that apply",
-		Long: `Restore every item the last successful apply changed to its state just before
-that apply, as a new transaction: plan, confirm, apply, verify, audit. Changes
-made since to items that apply did not touch are left alone.`,
-		Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			svc, done := g.service()
-			defer done()
-			doc, last, err := svc.LastDocument()
-			if err != nil {
-				return &exitError{ExitError, err}
-			}
-			if g.output == "" || g.output == "text" {
-				fmt.Fprintf(g.stdout, "Rolling back the apply of %s (document %s).\n\n", last.Time.Local().Format(time.RFC3339), short(last.Document))
-			}
-			return runTransaction(g, svc, doc, "rollback", t)
-		},
-	}
-	t.register(c)
-	return c
-}
-
-func short(h string) string {
-	h = strings.TrimPrefix(h, "sha256:")
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
-}
-
 func newSnapshotCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "snapshot",
