@@ -39,12 +39,7 @@ func mcpClient(t *testing.T, env []string, args ...string) *mcp.ClientSession {
 
 func mcpCall(t *testing.T, cs *mcp.ClientSession, name string, args, out any) *mcp.CallToolResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
+	res := mcpCallRaw(t, cs, name, args)
 	if res.IsError {
 		t.Fatalf("%s: tool error: %s", name, mcpText(res))
 	}

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/op-dbus/op-dbus/internal/strictjson"
 )
 
 var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
@@ -138,12 +140,7 @@ func checkInt(n json.Number, t reflect.Type) string {
 	return ""
 }
 
-func fieldPath(path, k string) string {
-	if isIdent(k) {
-		return path + "." + k
-	}
-	return fmt.Sprintf("%s[%q]", path, k)
-}
+func fieldPath(path, k string) string { return strictjson.Member(path, k) }
 
 // structFields maps JSON names to fields, following encoding/json's rules
 // for tags, "-" and embedded structs.

@@ -85,31 +85,6 @@ func lineCol(data []byte, off int) (int, int) {
 	return line, col
 }
 
-// childPath is the generic path of an object member; typed checking later
-// renders map keys as ["key"].
-func childPath(path, k string) string {
-	if path == "" {
-		return k
-	}
-	if isIdent(k) {
-		return path + "." + k
-	}
-	return fmt.Sprintf("%s[%q]", path, k)
-}
-
-func isIdent(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, r := range s {
-		if r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (i > 0 && r >= '0' && r <= '9') {
-			continue
-		}
-		return false
-	}
-	return true
-}
-
 // parseYAML builds the same generic tree from YAML, with YAML's own type
 // resolution for scalars and string keys only.
 func parseYAML(data []byte) (any, error) {
@@ -153,7 +128,7 @@ func yamlValue(n *yaml.Node, path string, depth int) (any, error) {
 				return nil, pathError{path, fmt.Sprintf("line %d: YAML merge keys are not allowed in state documents", kn.Line)}
 			}
 			k := kn.Value
-			kp := childPath(path, k)
+			kp := strictjson.Join(path, k)
 			if _, dup := m[k]; dup {
 				return nil, pathError{kp, fmt.Sprintf("line %d: duplicate key", kn.Line)}
 			}

@@ -278,13 +278,13 @@ func (w *walker) value(t reflect.Type, path string, depth int, build bool) (any,
 			case fields != nil:
 				f, ok := fields.byName[k]
 				if !ok {
-					return nil, &Error{Kind: Unknown, Path: join(path, k), Offset: at, Msg: fields.unknown(k)}
+					return nil, &Error{Kind: Unknown, Path: Join(path, k), Offset: at, Msg: fields.unknown(k)}
 				}
-				ct, kp = f, join(path, k)
+				ct, kp = f, Join(path, k)
 			case t != nil && t.Kind() == reflect.Map:
 				ct, kp = t.Elem(), fmt.Sprintf("%s[%q]", path, k)
 			default:
-				kp = join(path, k)
+				kp = Join(path, k)
 			}
 			if seen[k] {
 				return nil, &Error{Kind: Duplicate, Path: kp, Offset: at, Msg: "duplicate key"}
@@ -334,13 +334,18 @@ func (w *walker) value(t reflect.Type, path string, depth int, build bool) (any,
 	return nil, fmt.Errorf("unexpected %q", d)
 }
 
-// join is the path of member k of the object at path: .k for identifiers,
-// ["k"] otherwise, and a top-level key as it is (as internal/state names
-// paths).
-func join(path, k string) string {
+// Join is the path of member k of the object at path: .k for identifiers,
+// ["k"] otherwise, and a top-level key as it is. internal/state names the
+// paths of its problems the same way.
+func Join(path, k string) string {
 	if path == "" {
 		return k
 	}
+	return Member(path, k)
+}
+
+// Member is path.k, or path["k"] when k is not an identifier.
+func Member(path, k string) string {
 	if isIdent(k) {
 		return path + "." + k
 	}
