@@ -220,7 +220,7 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 	doc := &Document{Plugins: map[string]any{}}
 	keys := slices.Sorted(maps.Keys(root))
 	for _, k := range keys {
-		if k != "version" && k != "plugins" && k != "errors" {
+		if k != "version" && k != "plugins" && k != "errors" && k != "unavailable" {
 			ps = append(ps, Problem{Path: k, Msg: "unknown field" + suggest(k, []string{"version", "plugins"})})
 		}
 	}
@@ -234,16 +234,21 @@ func fromTree(tree any, types Types, validate Validator) (*Document, error) {
 	} else {
 		doc.Version = n
 	}
-	// "errors" is written by query for plugins it could not read; it is
-	// informational and ignored on input, but must have its shape.
-	if raw, ok := root["errors"]; ok && raw != nil {
+	// "errors" and "unavailable" are written by query for plugins it could
+	// not read; they are informational and ignored on input, but must have
+	// their shape.
+	for _, key := range []string{"errors", "unavailable"} {
+		raw, ok := root[key]
+		if !ok || raw == nil {
+			continue
+		}
 		em, ok := raw.(map[string]any)
 		if !ok {
-			ps = append(ps, Problem{Path: "errors", Msg: "expected an object of plugin name to message, got " + kindOf(raw)})
+			ps = append(ps, Problem{Path: key, Msg: "expected an object of plugin name to message, got " + kindOf(raw)})
 		}
 		for _, k := range slices.Sorted(maps.Keys(em)) {
 			if _, ok := em[k].(string); !ok {
-				ps = append(ps, Problem{Path: fieldPath("errors", k), Msg: "expected a string, got " + describe(em[k])})
+				ps = append(ps, Problem{Path: fieldPath(key, k), Msg: "expected a string, got " + describe(em[k])})
 			}
 		}
 	}

@@ -38,6 +38,13 @@ func Schema(types Types) ([]byte, error) {
 		Properties:           plugins,
 		AdditionalProperties: jsonschema.FalseSchema,
 	})
+	for _, kv := range [][2]string{
+		{"errors", "plugins query could not read although available, with why (written by query; ignored on input)"},
+		{"unavailable", "plugins whose service is absent on the host, with why (written by query; ignored on input)"},
+	} {
+		root.Properties.Set(kv[0], &jsonschema.Schema{Type: "object", Description: kv[1],
+			AdditionalProperties: &jsonschema.Schema{Type: "string"}})
+	}
 	root.AdditionalProperties = jsonschema.FalseSchema
 	return json.MarshalIndent(root, "", "  ")
 }
