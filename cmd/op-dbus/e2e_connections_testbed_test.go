@@ -22,7 +22,7 @@ import (
 // exactly one connection to that bus, whatever its front ends are asked;
 // and reloading (which restarts every watcher) leaves no match rule behind
 // on it. busctl and the bus's own statistics are the oracles.
-func TestTestbedServeOneConnectionPerBus(t *testing.T) {
+func TestTestbedServeConnectionsOnePerBus(t *testing.T) {
 	b, env := identityBed(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
