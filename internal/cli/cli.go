@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/errkind"
 	"github.com/op-dbus/op-dbus/internal/plugin"
@@ -207,6 +208,9 @@ func (g *globals) engine() (*engine.Engine, func()) {
 				_ = c.Close()
 			}
 		}
+		// The plugins' (and watchers', and the D-Bus service's) one
+		// connection per bus.
+		_ = dbusx.CloseShared()
 	}
 }
 

@@ -175,9 +175,18 @@ func runServe(g *globals, f *serveFlags) error {
 			return &exitError{ExitError, fmt.Errorf("--dbus: %w", err)}
 		}
 		kctx, kcancel := context.WithCancel(ctx)
-		defer kcancel()
-		k := dbusservice.Keep(kctx, func(ctx context.Context) (*dbus.Conn, error) { return dbusx.Open(ctx, bus) },
+		// The name owner shares the process's connection to that bus with
+		// the plugins and watchers. Before that connection is closed (done
+		// above), it releases the name.
+		k := dbusservice.Keep(kctx, func(ctx context.Context) (*dbus.Conn, error) { return dbusx.Shared(ctx, bus) },
 			svc.As("dbus"), dbusservice.Options{Mode: f.mode, ConfirmWithin: f.confirmWithin, Log: logf})
+		defer func() {
+			kcancel()
+			select {
+			case <-k.Done():
+			case <-time.After(10 * time.Second):
+			}
+		}()
 		listeners = append(listeners, dbusSink{k})
 	}
 	// The search index of the state directory, if one was built, is kept

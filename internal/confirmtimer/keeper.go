@@ -11,8 +11,8 @@ import (
 )
 
 // Keeper keeps confirm deadlines with the manager on Bus for the
-// transaction service (it implements control.Deadlines). Each call opens a
-// short connection: deadlines are armed once per waiting transaction.
+// transaction service (it implements control.Deadlines). Each call uses
+// the process's shared connection to Bus (dbusx.Shared).
 type Keeper struct {
 	Bus dbusx.Bus
 	// Argv is the command the timer runs (RecoverArgv); Env its
@@ -24,11 +24,11 @@ type Keeper struct {
 func (k *Keeper) with(ctx context.Context, fn func(*dbus.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
-	conn, err := dbusx.Open(ctx, k.Bus)
+	// The process's shared connection to that bus (never closed here).
+	conn, err := dbusx.Shared(ctx, k.Bus)
 	if err != nil {
 		return &UnavailableError{Why: fmt.Sprintf("cannot reach the %s", k.Bus), Err: err}
 	}
-	defer conn.Close()
 	return fn(conn)
 }
 

@@ -208,11 +208,11 @@ func (s *Service) Introspect(ctx context.Context, bus string, services []string)
 			return nil, errkind.New(errkind.Invalid, fmt.Errorf("%q is not a valid bus name", n))
 		}
 	}
-	conn, err := dbusx.Open(ctx, dbusx.Bus(bus))
+	// The process's shared connection: in serve, the one its plugins use.
+	conn, err := dbusx.Shared(ctx, dbusx.Bus(bus))
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
 	w := &introspect.Walker{Conn: conn, Bus: bus, Services: services}
 	return w.Walk(ctx)
 }

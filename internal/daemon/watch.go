@@ -16,6 +16,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/state"
+	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
 
 const (
@@ -36,13 +37,18 @@ var propObjects = map[string]struct {
 	"locale":   {"org.freedesktop.locale1", "/org/freedesktop/locale1"},
 }
 
-// watcher is one plugin's signal source.
+// watcher is one plugin's signal source on the process's shared
+// connection to its bus.
 type watcher struct {
 	plugin string
 	bus    dbusx.Bus
-	// setup adds the match rules (and subscribes) on a fresh connection.
+	// matches are the watcher's rules; its handler sees only signals that
+	// pass one of them (the shared connection receives everyone's).
+	matches []dbusx.Match
+	// setup runs once the rules are in place (systemd's Subscribe); nil
+	// for none.
 	setup func(ctx context.Context, conn *dbus.Conn) error
-	// relevant filters signals; nil accepts all.
+	// relevant filters signals further; nil accepts all.
 	relevant func(*dbus.Signal) bool
 }
 
@@ -88,43 +94,34 @@ func (d *Daemon) watcherFor(name string, desired any) *watcher {
 		}
 		names, paths := unitsOf(desired)
 		return &watcher{plugin: name, bus: bus,
-			setup: func(ctx context.Context, conn *dbus.Conn) error {
-				if err := conn.AddMatchSignalContext(ctx, dbus.WithMatchSender(systemdBus),
-					dbus.WithMatchInterface(propsIfc), dbus.WithMatchMember("PropertiesChanged"),
-					dbus.WithMatchPathNamespace(systemdPath)); err != nil {
-					return err
-				}
+			matches: []dbusx.Match{
+				{Sender: systemdBus, PathNamespace: systemdPath, Interface: propsIfc, Member: "PropertiesChanged"},
 				// JobRemoved, UnitNew, UnitRemoved, UnitFilesChanged, Reloading.
-				if err := conn.AddMatchSignalContext(ctx, dbus.WithMatchSender(systemdBus),
-					dbus.WithMatchObjectPath(systemdPath), dbus.WithMatchInterface(systemdManager)); err != nil {
-					return err
-				}
-				// Without Subscribe the manager emits no unit or job signals to us.
-				return dbusx.Call(ctx, conn.Object(systemdBus, systemdPath), systemdManager+".Subscribe", nil)
+				{Sender: systemdBus, Path: systemdPath, Interface: systemdManager},
 			},
+			// Without Subscribe the manager emits no unit or job signals to us.
+			setup:    systemd.ManagerSubscribe,
 			relevant: func(s *dbus.Signal) bool { return systemdRelevant(s, names, paths) },
 		}
 	}
 	if o, ok := propObjects[name]; ok {
 		return &watcher{plugin: name, bus: dbusx.System,
-			setup: func(ctx context.Context, conn *dbus.Conn) error {
-				return conn.AddMatchSignalContext(ctx, dbus.WithMatchSender(o.service),
-					dbus.WithMatchObjectPath(o.path), dbus.WithMatchInterface(propsIfc),
-					dbus.WithMatchMember("PropertiesChanged"))
-			}}
+			matches: []dbusx.Match{{Sender: o.service, Path: o.path, Interface: propsIfc, Member: "PropertiesChanged"}}}
 	}
 	return nil
 }
 
-// watch keeps one connection with the watcher's matches, marks the plugin
-// dirty for every relevant signal, and reconnects (with backoff) when the
-// bus goes away. After each (re)connect the plugin is marked dirty, since
-// signals sent while disconnected are lost.
+// watch keeps the watcher's subscription on the shared connection, marks
+// the plugin dirty for every relevant signal, and subscribes again (with
+// backoff) on a new connection when the bus goes away. After each
+// (re)subscription the plugin is marked dirty, since signals sent
+// meanwhile are lost. When ctx ends it removes its rules and channel and
+// leaves the connection to the others.
 func (d *Daemon) watch(ctx context.Context, w *watcher) {
 	backoff := 100 * time.Millisecond
 	reported := false
 	for ctx.Err() == nil {
-		conn, ch, err := d.connectWatcher(ctx, w)
+		sub, err := d.subscribeWatcher(ctx, w)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -146,8 +143,11 @@ func (d *Daemon) watch(ctx context.Context, w *watcher) {
 		}
 		reported, backoff = false, 100*time.Millisecond
 		d.Changed(w.plugin)
-		d.drain(ctx, w, ch)
-		conn.Close()
+		select {
+		case <-ctx.Done():
+		case <-sub.Done():
+		}
+		_ = sub.Close()
 		if ctx.Err() == nil {
 			d.opts.Log("watch %s: lost the %s; reconnecting", w.plugin, w.bus)
 			reported = true
@@ -193,43 +193,31 @@ func (d *Daemon) watchPlugin(ctx context.Context, name string, pw plugin.Watcher
 	}
 }
 
-func (d *Daemon) connectWatcher(ctx context.Context, w *watcher) (*dbus.Conn, chan *dbus.Signal, error) {
+// subscribeWatcher adds w's rules to the shared connection and marks the
+// plugin dirty for each relevant signal, from the subscription's goroutine
+// (Changed never blocks).
+func (d *Daemon) subscribeWatcher(ctx context.Context, w *watcher) (*dbusx.Subscription, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := dbusx.Open(cctx, w.bus)
+	conn, err := dbusx.Shared(cctx, w.bus)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	// Large enough that a burst never makes godbus park a goroutine per
-	// signal; drain empties it faster than any bus fills it.
-	ch := make(chan *dbus.Signal, 4096)
-	conn.Signal(ch)
-	if err := w.setup(cctx, conn); err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("subscribe: %w", err)
+	sub, err := dbusx.Subscribe(cctx, conn, func(s *dbus.Signal) {
+		if w.relevant == nil || w.relevant(s) {
+			d.Changed(w.plugin)
+		}
+	}, w.matches...)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
 	}
-	return conn, ch, nil
-}
-
-// drain reads signals until the connection closes (the channel is closed)
-// or ctx ends.
-func (d *Daemon) drain(ctx context.Context, w *watcher, ch chan *dbus.Signal) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case s, ok := <-ch:
-			if !ok {
-				return
-			}
-			if s == nil {
-				continue
-			}
-			if w.relevant == nil || w.relevant(s) {
-				d.Changed(w.plugin)
-			}
+	if w.setup != nil {
+		if err := w.setup(cctx, conn); err != nil {
+			_ = sub.Close()
+			return nil, fmt.Errorf("subscribe: %w", err)
 		}
 	}
+	return sub, nil
 }
 
 // systemdRelevant keeps the signals about the units the document names,

@@ -93,33 +93,29 @@ func (p *Plugin) Validate(st any) state.Problems {
 	return p.spec.Validate(st)
 }
 
-// Close drops the connection.
+// Close drops the plugin's reference to the process's shared connection,
+// which stays open for the others.
 func (p *Plugin) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn == nil {
-		return nil
-	}
-	err := p.conn.Close()
 	p.conn = nil
-	return err
+	return nil
 }
 
 func (p *Plugin) object(ctx context.Context) (dbus.BusObject, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conn == nil || !p.conn.Connected() {
-		conn, err := dbusx.Open(ctx, p.bus)
+		p.conn = nil
+		conn, err := dbusx.Shared(ctx, p.bus)
 		if err != nil {
 			return nil, err
 		}
 		ok, err := dbusx.HasName(ctx, conn, p.spec.Service)
 		if err != nil {
-			conn.Close()
 			return nil, err
 		}
 		if !ok {
-			conn.Close()
 			return nil, fmt.Errorf("%s is not on the %s and cannot be activated (%s)", p.spec.Service, p.bus, p.spec.Hint)
 		}
 		p.conn = conn

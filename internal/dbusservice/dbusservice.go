@@ -87,41 +87,60 @@ const introspection = `
 </interface>`
 
 // Start exports the object on conn and requests BusName. It fails if the
-// name is taken or the bus policy forbids owning it.
+// name is taken or the bus policy forbids owning it, and then leaves conn
+// as it found it. conn may be the process's shared connection: Close
+// releases the name and unexports the object, and never closes conn.
 func Start(conn *dbus.Conn, svc *control.Service, opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
 	}
 	s := &Server{conn: conn, svc: svc, opts: opts, uid: uint32(os.Geteuid()), drift: map[string]int{}}
-	if err := conn.ExportMethodTable(map[string]any{
+	if err := s.export(); err != nil {
+		s.unexport()
+		return nil, err
+	}
+	reply, err := conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
+	if err != nil {
+		s.unexport()
+		return nil, fmt.Errorf("request bus name %s: %w (is the bus policy dist/org.opdbus1.conf installed in /usr/share/dbus-1/system.d?)", BusName, err)
+	}
+	if reply != dbus.RequestNameReplyPrimaryOwner {
+		s.unexport()
+		return nil, fmt.Errorf("bus name %s is owned by another process (is another op-dbus serve running?)", BusName)
+	}
+	return s, nil
+}
+
+func (s *Server) export() error {
+	if err := s.conn.ExportMethodTable(map[string]any{
 		"Query": s.query,
 		"Plan":  s.plan,
 		"Apply": s.apply,
 	}, Path, Interface); err != nil {
-		return nil, fmt.Errorf("export %s: %w", Path, err)
+		return fmt.Errorf("export %s: %w", Path, err)
 	}
-	props, err := prop.Export(conn, Path, prop.Map{Interface: {
-		"Mode":       {Value: opts.Mode, Emit: prop.EmitConst},
+	props, err := prop.Export(s.conn, Path, prop.Map{Interface: {
+		"Mode":       {Value: s.opts.Mode, Emit: prop.EmitConst},
 		"DriftCount": {Value: uint32(0), Emit: prop.EmitTrue},
 	}})
 	if err != nil {
-		return nil, fmt.Errorf("export properties: %w", err)
+		return fmt.Errorf("export properties: %w", err)
 	}
 	s.props = props
 	node := &introspect.Node{Name: string(Path), Interfaces: []introspect.Interface{
 		introspect.IntrospectData, prop.IntrospectData, mustInterface(introspection),
 	}}
-	if err := conn.Export(introspect.NewIntrospectable(node), Path, "org.freedesktop.DBus.Introspectable"); err != nil {
-		return nil, err
+	if err := s.conn.Export(introspect.NewIntrospectable(node), Path, "org.freedesktop.DBus.Introspectable"); err != nil {
+		return fmt.Errorf("export %s: %w", Path, err)
 	}
-	reply, err := conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
-	if err != nil {
-		return nil, fmt.Errorf("request bus name %s: %w (is the bus policy dist/org.opdbus1.conf installed in /usr/share/dbus-1/system.d?)", BusName, err)
-	}
-	if reply != dbus.RequestNameReplyPrimaryOwner {
-		return nil, fmt.Errorf("bus name %s is owned by another process (is another op-dbus serve running?)", BusName)
-	}
-	return s, nil
+	return nil
+}
+
+// unexport removes the object's interfaces from the connection.
+func (s *Server) unexport() {
+	_ = s.conn.ExportMethodTable(nil, Path, Interface)
+	_ = s.conn.Export(nil, Path, "org.freedesktop.DBus.Properties")
+	_ = s.conn.Export(nil, Path, "org.freedesktop.DBus.Introspectable")
 }
 
 func mustInterface(x string) introspect.Interface {
@@ -132,9 +151,21 @@ func mustInterface(x string) introspect.Interface {
 	return n.Interfaces[0]
 }
 
-// Close releases the name.
+// Close releases the name and unexports the object; the connection stays
+// open (it may be shared). On a lost connection there is nothing to
+// release.
 func (s *Server) Close() error {
-	_, err := s.conn.ReleaseName(BusName)
+	var err error
+	if s.conn.Connected() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var reply uint32
+		err = s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.ReleaseName", 0, BusName).Store(&reply)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("release bus name %s: %w", BusName, err)
+		}
+	}
+	s.unexport()
 	return err
 }
 

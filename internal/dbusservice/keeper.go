@@ -10,9 +10,12 @@ import (
 	"github.com/op-dbus/op-dbus/internal/control"
 )
 
-// Keeper keeps org.opdbus1 on a bus for the life of a daemon: it connects,
-// starts a Server, and when the connection drops (the bus restarted) it
-// connects again with back-off, carrying the drift counts over. Its
+// Keeper keeps org.opdbus1 on a bus for the life of a daemon: it takes a
+// connection from dial (serve passes dbusx.Shared, the process's one
+// connection to that bus), starts a Server on it, and when the connection
+// drops (the bus restarted) it dials again with back-off, carrying the
+// drift counts over. It never closes a connection: when it stops it
+// releases the name and unexports the object. Its
 // StateChanged, SetDrift and Applied go to the current Server, and are
 // dropped while there is none.
 type Keeper struct {
@@ -24,6 +27,7 @@ type Keeper struct {
 	cur   *Server
 	drift map[string]int
 	ready chan struct{} // closed when the first Server is up
+	done  chan struct{} // closed when the keeper has stopped (name released)
 	once  sync.Once
 }
 
@@ -36,7 +40,7 @@ func Keep(ctx context.Context, dial func(context.Context) (*dbus.Conn, error), s
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
 	}
-	k := &Keeper{dial: dial, svc: svc, opts: opts, drift: map[string]int{}, ready: make(chan struct{})}
+	k := &Keeper{dial: dial, svc: svc, opts: opts, drift: map[string]int{}, ready: make(chan struct{}), done: make(chan struct{})}
 	go k.run(ctx)
 	return k
 }
@@ -44,7 +48,12 @@ func Keep(ctx context.Context, dial func(context.Context) (*dbus.Conn, error), s
 // Ready is closed once the service has been on the bus for the first time.
 func (k *Keeper) Ready() <-chan struct{} { return k.ready }
 
+// Done is closed once the keeper has stopped after its context ended,
+// with the name released and the object unexported.
+func (k *Keeper) Done() <-chan struct{} { return k.done }
+
 func (k *Keeper) run(ctx context.Context) {
+	defer close(k.done)
 	wait := Backoff.Min
 	logged := false
 	for ctx.Err() == nil {
@@ -54,9 +63,6 @@ func (k *Keeper) run(ctx context.Context) {
 		var srv *Server
 		if err == nil {
 			srv, err = Start(conn, k.svc, k.opts)
-			if err != nil {
-				conn.Close()
-			}
 		}
 		if err != nil {
 			if !logged {
@@ -84,8 +90,12 @@ func (k *Keeper) run(ctx context.Context) {
 		logged, wait = false, Backoff.Min
 		select {
 		case <-ctx.Done():
-			srv.Close()
-			conn.Close()
+			k.mu.Lock()
+			k.cur = nil
+			k.mu.Unlock()
+			if err := srv.Close(); err != nil {
+				k.opts.Log("D-Bus service %s: release the name: %v", BusName, err)
+			}
 			return
 		case <-conn.Context().Done():
 			k.opts.Log("D-Bus service %s: connection to the bus lost; reconnecting", BusName)

@@ -75,7 +75,8 @@ type Prober interface {
 //
 // Watch blocks until ctx ends (then it returns nil) or the source is lost
 // (then it returns why). It calls changed after every change that may
-// concern the plugin's state; changed is cheap and never blocks. Watch
+// concern the plugin's state; changed is cheap, never blocks, and may be
+// called from more than one goroutine. Watch
 // calls changed once as soon as it is subscribed, because changes made
 // before (or while the source was away) were not seen. The daemon calls
 // Watch again, with back-off, after an error.

@@ -39,7 +39,7 @@ type Plugin struct {
 	timeout time.Duration
 
 	mu    sync.Mutex
-	conns map[string]*godbus.Conn
+	conns map[string]*godbus.Conn // the process's shared connections, never closed here
 	// intro is the introspection of the last QueryFor, for Apply.
 	intro map[objKey]*introspection
 }
@@ -75,18 +75,13 @@ func (p *Plugin) Validate(st any) state.Problems {
 	return ps
 }
 
-// Close drops the connections.
+// Close drops the plugin's references to the process's shared
+// connections, which stay open for the others.
 func (p *Plugin) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var err error
-	for b, c := range p.conns {
-		if cerr := c.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-		delete(p.conns, b)
-	}
-	return err
+	clear(p.conns)
+	return nil
 }
 
 // Query reports nothing: the plugin manages only what a document names, so
@@ -113,7 +108,7 @@ func (p *Plugin) conn(ctx context.Context, bus string) (*godbus.Conn, error) {
 	}
 	ctx, cancel := p.ctx(ctx)
 	defer cancel()
-	c, err := dbusx.Open(ctx, dbusx.Bus(bus))
+	c, err := dbusx.Shared(ctx, dbusx.Bus(bus))
 	if err != nil {
 		return nil, err
 	}

@@ -548,31 +548,28 @@ type watcher struct {
 	wake   chan struct{}                 // closed on every update
 }
 
-func newWatcher(conn *dbus.Conn) *watcher {
-	w := &watcher{states: map[dbus.ObjectPath][2]uint32{}, wake: make(chan struct{})}
-	ch := make(chan *dbus.Signal, 64)
-	conn.Signal(ch)
-	go func() {
-		for sig := range ch {
-			if sig == nil || sig.Name != activeIfc+".StateChanged" || len(sig.Body) != 2 {
-				continue
-			}
-			st, ok1 := sig.Body[0].(uint32)
-			reason, ok2 := sig.Body[1].(uint32)
-			if !ok1 || !ok2 {
-				continue
-			}
-			w.mu.Lock()
-			if len(w.states) > 4096 {
-				w.states = map[dbus.ObjectPath][2]uint32{}
-			}
-			w.states[sig.Path] = [2]uint32{st, reason}
-			close(w.wake)
-			w.wake = make(chan struct{})
-			w.mu.Unlock()
-		}
-	}()
-	return w
+func newWatcher() *watcher {
+	return &watcher{states: map[dbus.ObjectPath][2]uint32{}, wake: make(chan struct{})}
+}
+
+// signal takes one StateChanged of an active connection. It never blocks.
+func (w *watcher) signal(sig *dbus.Signal) {
+	if len(sig.Body) != 2 {
+		return
+	}
+	st, ok1 := sig.Body[0].(uint32)
+	reason, ok2 := sig.Body[1].(uint32)
+	if !ok1 || !ok2 {
+		return
+	}
+	w.mu.Lock()
+	if len(w.states) > 4096 {
+		w.states = map[dbus.ObjectPath][2]uint32{}
+	}
+	w.states[sig.Path] = [2]uint32{st, reason}
+	close(w.wake)
+	w.wake = make(chan struct{})
+	w.mu.Unlock()
 }
 
 func (w *watcher) wait() <-chan struct{} {

@@ -42,7 +42,8 @@ type Plugin struct {
 	bus dbusx.Bus
 
 	mu      sync.Mutex
-	conn    *dbus.Conn
+	conn    *dbus.Conn // the process's shared connection, never closed here
+	sub     *dbusx.Subscription
 	watch   *watcher
 	txMu    sync.Mutex          // one transaction at a time
 	deleted map[string]Settings // full settings of profiles this process deleted, by UUID
@@ -63,19 +64,21 @@ func (p *Plugin) Name() string    { return "networkmanager" }
 func (p *Plugin) NewState() any   { return &State{} }
 func (p *Plugin) After() []string { return nil }
 
-// Close drops the bus connection.
+// Close stops following active connections' StateChanged; the process's
+// shared connection stays open for the others.
 func (p *Plugin) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn != nil {
-		err := p.conn.Close()
-		p.conn, p.watch = nil, nil
-		return err
+	var err error
+	if p.sub != nil {
+		err = p.sub.Close()
 	}
-	return nil
+	p.conn, p.sub, p.watch = nil, nil, nil
+	return err
 }
 
-// connect opens the bus once and starts following active connections'
+// connect takes the process's shared connection to the bus once (again
+// after the bus restarted) and starts following active connections'
 // StateChanged signals.
 func (p *Plugin) connect(ctx context.Context) (*dbus.Conn, *watcher, error) {
 	p.mu.Lock()
@@ -83,28 +86,28 @@ func (p *Plugin) connect(ctx context.Context) (*dbus.Conn, *watcher, error) {
 	if p.conn != nil && p.conn.Connected() {
 		return p.conn, p.watch, nil
 	}
-	conn, err := dbusx.Open(ctx, p.bus)
+	if p.sub != nil { // the old connection is gone
+		_ = p.sub.Close()
+		p.conn, p.sub, p.watch = nil, nil, nil
+	}
+	conn, err := dbusx.Shared(ctx, p.bus)
 	if err != nil {
 		return nil, nil, err
 	}
 	ok, err := dbusx.HasName(ctx, conn, busName)
 	if err != nil {
-		conn.Close()
 		return nil, nil, err
 	}
 	if !ok {
-		conn.Close()
 		return nil, nil, fmt.Errorf("%s is not on the %s (is NetworkManager running? `systemctl start NetworkManager`; set DBUS_SYSTEM_BUS_ADDRESS for another bus)", busName, p.bus)
 	}
-	if err := conn.AddMatchSignalContext(ctx,
-		dbus.WithMatchInterface(activeIfc),
-		dbus.WithMatchMember("StateChanged")); err != nil {
-		conn.Close()
+	w := newWatcher()
+	sub, err := dbusx.Subscribe(ctx, conn, w.signal, dbusx.Match{Interface: activeIfc, Member: "StateChanged"})
+	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to active connection state changes: %w", err)
 	}
-	p.watch = newWatcher(conn)
-	p.conn = conn
-	return conn, p.watch, nil
+	p.conn, p.sub, p.watch = conn, sub, w
+	return conn, w, nil
 }
 
 // Available implements plugin.Plugin.

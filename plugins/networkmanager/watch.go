@@ -24,66 +24,58 @@ var _ plugin.Watcher = (*Plugin)(nil)
 // NetworkManager (re)appearing on the bus or leaving it. A match on the
 // well-known sender name follows whoever owns it, so the rules still hold
 // after NetworkManager restarts.
-var watchMatches = [][]dbus.MatchOption{
+var watchMatches = []dbusx.Match{
 	// Any NetworkManager object's properties (watchRelevant keeps those of
 	// the manager, Settings, profiles, active connections and devices).
-	{dbus.WithMatchSender(busName), dbus.WithMatchInterface(propsIfc), dbus.WithMatchMember("PropertiesChanged"),
-		dbus.WithMatchPathNamespace(nmPath)},
+	{Sender: busName, Interface: propsIfc, Member: "PropertiesChanged", PathNamespace: nmPath},
 	// StateChanged, DeviceAdded, DeviceRemoved (and the legacy
 	// PropertiesChanged) of the manager.
-	{dbus.WithMatchSender(busName), dbus.WithMatchObjectPath(nmPath), dbus.WithMatchInterface(nmIfc)},
+	{Sender: busName, Path: nmPath, Interface: nmIfc},
 	// NewConnection, ConnectionRemoved.
-	{dbus.WithMatchSender(busName), dbus.WithMatchObjectPath(settingsObj), dbus.WithMatchInterface(settingsIfc)},
+	{Sender: busName, Path: settingsObj, Interface: settingsIfc},
 	// Updated, Removed of each profile.
-	{dbus.WithMatchSender(busName), dbus.WithMatchInterface(connIfc), dbus.WithMatchPathNamespace(settingsObj)},
+	{Sender: busName, Interface: connIfc, PathNamespace: settingsObj},
 	// NetworkManager started, restarted or stopped.
-	{dbus.WithMatchSender(busIfc), dbus.WithMatchObjectPath(busPath), dbus.WithMatchInterface(busIfc),
-		dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, busName)},
+	{Sender: busIfc, Path: busPath, Interface: busIfc, Member: "NameOwnerChanged", Arg0: busName},
 }
 
 // Watch implements plugin.Watcher: it follows NetworkManager's signals on
-// its own connection to the bus and calls changed once subscribed and
-// after every signal that may concern profiles, active connections or
-// devices, and when NetworkManager starts or stops. It returns nil when
-// ctx ends and an error when the bus connection is lost. NetworkManager
-// need not be running: its appearance is a change.
+// the process's shared connection to the bus and calls changed once
+// subscribed and after every signal that may concern profiles, active
+// connections or devices, and when NetworkManager starts or stops. It
+// returns nil when ctx ends and an error when the bus connection is lost;
+// either way it removes its match rules and signal channel, and leaves the
+// connection open for the others. NetworkManager need not be running: its
+// appearance is a change. changed must not block.
 func (p *Plugin) Watch(ctx context.Context, changed func()) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := dbusx.Open(cctx, p.bus)
+	conn, err := dbusx.Shared(cctx, p.bus)
 	if err != nil {
 		return fmt.Errorf("watch NetworkManager: %w", err)
 	}
-	defer conn.Close()
-	// Large enough that a burst never makes godbus park a goroutine per
-	// signal; the loop below empties it faster than any bus fills it.
-	ch := make(chan *dbus.Signal, 4096)
-	conn.Signal(ch)
-	for _, m := range watchMatches {
-		if err := conn.AddMatchSignalContext(cctx, m...); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("watch NetworkManager: subscribe to its signals on the %s: %w", p.bus, err)
+	sub, err := dbusx.Subscribe(cctx, conn, func(s *dbus.Signal) {
+		if watchRelevant(s) {
+			changed()
 		}
+	}, watchMatches...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("watch NetworkManager: subscribe to its signals on the %s: %w", p.bus, err)
 	}
+	defer sub.Close()
 	cancel()
 	changed()
-	for {
-		select {
-		case <-ctx.Done():
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-sub.Done():
+		if ctx.Err() != nil {
 			return nil
-		case s, ok := <-ch:
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("watch NetworkManager: lost the connection to the %s", p.bus)
-			}
-			if watchRelevant(s) {
-				changed()
-			}
 		}
+		return fmt.Errorf("watch NetworkManager: lost the connection to the %s", p.bus)
 	}
 }
 

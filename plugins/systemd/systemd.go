@@ -38,7 +38,8 @@ type Plugin struct {
 	bus dbusx.Bus
 
 	mu   sync.Mutex
-	conn *dbus.Conn
+	conn *dbus.Conn // the process's shared connection, never closed here
+	sub  *dbusx.Subscription
 	jobs *jobWaiter
 }
 
@@ -56,58 +57,72 @@ func (p *Plugin) Name() string    { return "systemd" }
 func (p *Plugin) NewState() any   { return &State{} }
 func (p *Plugin) After() []string { return nil }
 
-// Close drops the bus connection.
+// Close stops following JobRemoved; the shared connection stays open.
 func (p *Plugin) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn != nil {
-		err := p.conn.Close()
-		p.conn, p.jobs = nil, nil
-		return err
+	var err error
+	if p.sub != nil {
+		err = p.sub.Close()
 	}
-	return nil
+	p.conn, p.sub, p.jobs = nil, nil, nil
+	return err
 }
 
-// connect opens the bus once, subscribes to the manager's signals and
-// starts routing JobRemoved to waiters.
+// connect takes the process's shared connection to the bus, checks the
+// manager is there, and routes its JobRemoved signals to waiters. After the
+// bus restarted it does so again on the new connection.
 func (p *Plugin) connect(ctx context.Context) (*dbus.Conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conn != nil && p.conn.Connected() {
 		return p.conn, nil
 	}
-	conn, err := dbusx.Open(ctx, p.bus)
+	if p.sub != nil { // the old connection is gone, and its rules with it
+		_ = p.sub.Close()
+		p.conn, p.sub, p.jobs = nil, nil, nil
+	}
+	conn, err := dbusx.Shared(ctx, p.bus)
 	if err != nil {
 		return nil, err
 	}
 	ok, err := dbusx.HasName(ctx, conn, busName)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	if !ok {
-		conn.Close()
 		hint := "is systemd running as PID 1? for your user manager pass --user"
 		if p.bus == dbusx.Session {
 			hint = "is `systemd --user` running for this session?"
 		}
 		return nil, fmt.Errorf("%s is not on the %s (%s)", busName, p.bus, hint)
 	}
-	if err := conn.AddMatchSignalContext(ctx,
-		dbus.WithMatchObjectPath(objPath),
-		dbus.WithMatchInterface(managerIfc),
-		dbus.WithMatchMember("JobRemoved")); err != nil {
-		conn.Close()
+	jobs := newJobWaiter()
+	sub, err := dbusx.Subscribe(ctx, conn, jobs.signal,
+		dbusx.Match{Sender: busName, Path: objPath, Interface: managerIfc, Member: "JobRemoved"})
+	if err != nil {
 		return nil, fmt.Errorf("subscribe to JobRemoved: %w", err)
 	}
 	// Without Subscribe the manager does not emit JobRemoved to us.
-	if err := dbusx.Call(ctx, conn.Object(busName, objPath), managerIfc+".Subscribe", nil); err != nil {
-		conn.Close()
+	if err := ManagerSubscribe(ctx, conn); err != nil {
+		_ = sub.Close()
 		return nil, fmt.Errorf("systemd Subscribe: %w", err)
 	}
-	p.jobs = newJobWaiter(conn)
-	p.conn = conn
+	p.conn, p.sub, p.jobs = conn, sub, jobs
 	return conn, nil
+}
+
+// ManagerSubscribe asks the manager to emit its unit and job signals to
+// conn. On a shared connection someone else may have asked already, which
+// some systemd versions answer with AlreadySubscribed: that is success.
+// Nobody calls Unsubscribe, since others on the connection rely on it; the
+// subscription ends with the connection.
+func ManagerSubscribe(ctx context.Context, conn *dbus.Conn) error {
+	err := dbusx.Call(ctx, conn.Object(busName, objPath), managerIfc+".Subscribe", nil)
+	if err != nil && dbusx.ErrorName(err) == "org.freedesktop.systemd1.AlreadySubscribed" {
+		return nil
+	}
+	return err
 }
 
 func (p *Plugin) manager(ctx context.Context) (dbus.BusObject, error) {
@@ -434,21 +449,19 @@ type jobWaiter struct {
 	holders int
 }
 
-func newJobWaiter(conn *dbus.Conn) *jobWaiter {
-	w := &jobWaiter{waiting: map[dbus.ObjectPath]chan string{}, early: map[dbus.ObjectPath]string{}}
-	ch := make(chan *dbus.Signal, 256)
-	conn.Signal(ch)
-	go func() {
-		for s := range ch {
-			if s == nil || s.Name != managerIfc+".JobRemoved" || len(s.Body) < 4 {
-				continue
-			}
-			path, _ := s.Body[1].(dbus.ObjectPath)
-			result, _ := s.Body[3].(string)
-			w.deliver(path, result)
-		}
-	}()
-	return w
+func newJobWaiter() *jobWaiter {
+	return &jobWaiter{waiting: map[dbus.ObjectPath]chan string{}, early: map[dbus.ObjectPath]string{}}
+}
+
+// signal takes one JobRemoved (the subscription has filtered out every
+// other signal of the shared connection). It never blocks.
+func (w *jobWaiter) signal(s *dbus.Signal) {
+	if len(s.Body) < 4 {
+		return
+	}
+	path, _ := s.Body[1].(dbus.ObjectPath)
+	result, _ := s.Body[3].(string)
+	w.deliver(path, result)
 }
 
 func (w *jobWaiter) hold() {
