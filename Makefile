@@ -47,7 +47,7 @@ unit:
 	$(GO) test -count=1 -short ./internal/state/ ./internal/engine/
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./plugins/systemd/
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./internal/plugins/systemd/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/state/

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/op-dbus/op-dbus/internal/plugin"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
 )
 
 // Benchmarks compare op-dbus with what a user would otherwise run, in the

@@ -7,15 +7,15 @@ import (
 	"github.com/op-dbus/op-dbus/internal/cli"
 
 	// Plugins register themselves.
-	_ "github.com/op-dbus/op-dbus/plugins/dbus"
-	_ "github.com/op-dbus/op-dbus/plugins/hostname"
-	_ "github.com/op-dbus/op-dbus/plugins/locale"
-	_ "github.com/op-dbus/op-dbus/plugins/network"
-	_ "github.com/op-dbus/op-dbus/plugins/networkmanager"
-	_ "github.com/op-dbus/op-dbus/plugins/ovs"
-	_ "github.com/op-dbus/op-dbus/plugins/systemd"
-	_ "github.com/op-dbus/op-dbus/plugins/timedate"
-	_ "github.com/op-dbus/op-dbus/plugins/wireguard"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/dbus"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/locale"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/network"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/networkmanager"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/ovs"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/systemd"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/timedate"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/wireguard"
 )
 
 func main() {

@@ -14,7 +14,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/testbed"
 	"github.com/prometheus/client_golang/prometheus"
 
-	_ "github.com/op-dbus/op-dbus/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/hostname"
 )
 
 type fakeDrift struct{}

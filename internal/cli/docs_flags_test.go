@@ -22,15 +22,15 @@ import (
 	"github.com/op-dbus/op-dbus/internal/plugin"
 
 	// The plugins, registered as cmd/op-dbus registers them.
-	_ "github.com/op-dbus/op-dbus/plugins/dbus"
-	_ "github.com/op-dbus/op-dbus/plugins/hostname"
-	_ "github.com/op-dbus/op-dbus/plugins/locale"
-	_ "github.com/op-dbus/op-dbus/plugins/network"
-	_ "github.com/op-dbus/op-dbus/plugins/networkmanager"
-	_ "github.com/op-dbus/op-dbus/plugins/ovs"
-	_ "github.com/op-dbus/op-dbus/plugins/systemd"
-	_ "github.com/op-dbus/op-dbus/plugins/timedate"
-	_ "github.com/op-dbus/op-dbus/plugins/wireguard"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/dbus"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/locale"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/network"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/networkmanager"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/ovs"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/systemd"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/timedate"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/wireguard"
 )
 
 // The documentation and the help text name op-dbus's flags and commands;
@@ -82,7 +82,7 @@ import (
 //     those arguments.
 //
 // Problems are reported as file:line with what is wrong. There is no
-// allowlist. (plugins/*/README.md are not read yet: they still name
+// allowlist. (internal/plugins/*/README.md are not read yet: they still name
 // `ovs-vsctl` and `--no-wait` in separate spans, and a --netns flag that
 // does not exist on purpose.)
 //
@@ -765,12 +765,12 @@ func TestHelpMcpNamesEveryTool(t *testing.T) {
 // services); every other plugin is watched when it is a plugin.Watcher.
 var daemonWatched = []string{"systemd", "hostname", "timedate", "locale"}
 
-// TestHelpNamesEveryPlugin: every directory under plugins/ registers a
+// TestHelpNamesEveryPlugin: every directory under internal/plugins/ registers a
 // plugin (imported by this test as by cmd/op-dbus); `op-dbus serve --help`
 // names each plugin and says which have no change source; README.md's
 // plugin table has a row for each.
 func TestHelpNamesEveryPlugin(t *testing.T) {
-	dirs, err := os.ReadDir("../../plugins")
+	dirs, err := os.ReadDir("../plugins")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -781,7 +781,7 @@ func TestHelpNamesEveryPlugin(t *testing.T) {
 		}
 	}
 	if got := plugin.Names(); !slices.Equal(got, want) {
-		t.Fatalf("registered plugins %v, plugins/ has %v: import the new one in this test (and cmd/op-dbus)", got, want)
+		t.Fatalf("registered plugins %v, internal/plugins/ has %v: import the new one in this test (and cmd/op-dbus)", got, want)
 	}
 	serve := findCmd(t, docsRoot(), "serve").Long
 	_, noSource, ok := strings.Cut(serve, "\n\nThe ")

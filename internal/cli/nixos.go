@@ -13,10 +13,10 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/nixos"
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
 	"github.com/op-dbus/op-dbus/internal/statedir"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
 
 func newNixosCmd(g *globals) *cobra.Command {

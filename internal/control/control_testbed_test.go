@@ -11,7 +11,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/testbed"
 
-	_ "github.com/op-dbus/op-dbus/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/hostname"
 )
 
 func TestTestbedPlanApplyStaleUnknown(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/plugin"
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
 	"github.com/op-dbus/op-dbus/internal/state"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
 
 const (

@@ -14,7 +14,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/testbed"
 
-	_ "github.com/op-dbus/op-dbus/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/hostname"
 )
 
 // policyFile is the shipped bus policy, dist/org.opdbus1.conf.

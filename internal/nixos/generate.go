@@ -11,10 +11,10 @@ import (
 	"strings"
 
 	"github.com/op-dbus/op-dbus/internal/atomicfile"
-	"github.com/op-dbus/op-dbus/plugins/hostname"
-	"github.com/op-dbus/op-dbus/plugins/locale"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
-	"github.com/op-dbus/op-dbus/plugins/timedate"
+	"github.com/op-dbus/op-dbus/internal/plugins/hostname"
+	"github.com/op-dbus/op-dbus/internal/plugins/locale"
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
+	"github.com/op-dbus/op-dbus/internal/plugins/timedate"
 )
 
 // Input is what the generator turns into a NixOS configuration.

@@ -8,11 +8,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/op-dbus/op-dbus/plugins/network"
-	"github.com/op-dbus/op-dbus/plugins/networkmanager"
-	"github.com/op-dbus/op-dbus/plugins/ovs"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
-	"github.com/op-dbus/op-dbus/plugins/wireguard"
+	"github.com/op-dbus/op-dbus/internal/plugins/network"
+	"github.com/op-dbus/op-dbus/internal/plugins/networkmanager"
+	"github.com/op-dbus/op-dbus/internal/plugins/ovs"
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
+	"github.com/op-dbus/op-dbus/internal/plugins/wireguard"
 )
 
 // networkModule writes network.nix (WireGuard is added by wireguardInto):

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/op-dbus/op-dbus/plugins/network"
+	"github.com/op-dbus/op-dbus/internal/plugins/network"
 )
 
 // bridge maps a Linux bridge to networking.bridges.NAME.interfaces.

@@ -4,7 +4,7 @@ package nixos
 // MAC) network.nix writes, and the addresses of the network plugin's links.
 
 import (
-	"github.com/op-dbus/op-dbus/plugins/network"
+	"github.com/op-dbus/op-dbus/internal/plugins/network"
 )
 
 // ifData is what networking.interfaces.NAME gets, written in a fixed

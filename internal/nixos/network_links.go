@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/op-dbus/op-dbus/plugins/network"
+	"github.com/op-dbus/op-dbus/internal/plugins/network"
 )
 
 // kindDefaultMTU is the MTU a new link of a kind gets; a captured MTU equal

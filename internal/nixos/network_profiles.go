@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/op-dbus/op-dbus/plugins/networkmanager"
+	"github.com/op-dbus/op-dbus/internal/plugins/networkmanager"
 )
 
 // uuidRE matches a profile UUID (a query keys profiles that share an id by

@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/op-dbus/op-dbus/plugins/network"
+	"github.com/op-dbus/op-dbus/internal/plugins/network"
 )
 
 // routes maps the network plugin's routes: the first default route of a

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/op-dbus/op-dbus/internal/plugins/network"
 	"github.com/op-dbus/op-dbus/internal/testbed"
-	"github.com/op-dbus/op-dbus/plugins/network"
 )
 
 // networkGoldens are the network golden cases: testdata/golden/NAME holds

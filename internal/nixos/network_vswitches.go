@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/op-dbus/op-dbus/plugins/ovs"
+	"github.com/op-dbus/op-dbus/internal/plugins/ovs"
 )
 
 // ovsDevice types are the interfaces networking.vswitches.NAME.interfaces

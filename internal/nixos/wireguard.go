@@ -8,7 +8,7 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/op-dbus/op-dbus/plugins/wireguard"
+	"github.com/op-dbus/op-dbus/internal/plugins/wireguard"
 )
 
 // wireguardInto adds networking.wireguard.interfaces.NAME to the network

@@ -10,7 +10,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/op-dbus/op-dbus/plugins/wireguard"
+	"github.com/op-dbus/op-dbus/internal/plugins/wireguard"
 )
 
 func wgKey(t *testing.T) wgtypes.Key {

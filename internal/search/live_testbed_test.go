@@ -18,10 +18,10 @@ import (
 	"github.com/op-dbus/op-dbus/internal/testbed"
 	"github.com/op-dbus/op-dbus/internal/testbed/testservice"
 
-	_ "github.com/op-dbus/op-dbus/plugins/hostname"
-	_ "github.com/op-dbus/op-dbus/plugins/locale"
-	_ "github.com/op-dbus/op-dbus/plugins/systemd"
-	_ "github.com/op-dbus/op-dbus/plugins/timedate"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/hostname"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/locale"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/systemd"
+	_ "github.com/op-dbus/op-dbus/internal/plugins/timedate"
 )
 
 // live is the test bed the labelled queries run over: hostnamed,

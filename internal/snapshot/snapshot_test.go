@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
 
 func bigState(n int) map[string]any {

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/op-dbus/op-dbus/internal/plugins/hostname"
+	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
 	"github.com/op-dbus/op-dbus/internal/state"
 	"github.com/op-dbus/op-dbus/internal/strictjson"
-	"github.com/op-dbus/op-dbus/plugins/hostname"
-	"github.com/op-dbus/op-dbus/plugins/systemd"
 )
 
 var types = state.Types{

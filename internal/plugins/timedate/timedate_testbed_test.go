@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/dbusprops"
+	"github.com/op-dbus/op-dbus/internal/plugins/timedate"
 	"github.com/op-dbus/op-dbus/internal/testbed"
-	"github.com/op-dbus/op-dbus/plugins/timedate"
 )
 
 // TestTestbedQueryWhenGetAllFails: the real timedated, given an NTP unit
