@@ -117,7 +117,7 @@ func Commit(dir string, wait time.Duration) error {
 		return fmt.Errorf("nothing to commit: the transaction in %s is still %s (pid %d)", dir, j.Phase, j.PID)
 	}
 	if !alive(j.PID) {
-		return fmt.Errorf("too late: the apply waiting for confirmation (pid %d) is gone; the next op-dbus run rolls its changes back", j.PID)
+		return fmt.Errorf("too late: the apply waiting for confirmation (pid %d) is gone; its changes are rolled back at the deadline (%s) by the confirm timer, or by the next op-dbus run where no timer was armed", j.PID, j.Deadline.Local().Format(time.RFC3339))
 	}
 	if err := writeSynced(commitPath(dir), []byte(j.ID+"\n")); err != nil {
 		return err
