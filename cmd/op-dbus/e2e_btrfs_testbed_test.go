@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +63,71 @@ ls "$MNT"/state/.btrfs-snapshots/*/
 	}
 	if !strings.Contains(string(out), "snapshots") {
 		t.Errorf("the btrfs snapshot does not hold the state dir's content:\n%s", out)
+	}
+}
+
+// btrfs snapshots of the state directory follow the same retention as the
+// stored snapshots: after three applies with --snapshot-keep 2, two btrfs
+// snapshots are left, named after the two snapshots `snapshot list` keeps,
+// and the deletion is in the audit log.
+func TestTestbedBtrfsSnapshotsPruned(t *testing.T) {
+	testbed.Program(t, "mkfs.btrfs", "btrfs-progs")
+	testbed.Program(t, "btrfs", "btrfs-progs")
+	testbed.Program(t, "unshare", "util-linux")
+	_, env := identityBed(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs: %v %s", err, out)
+	}
+	for i := 1; i <= 3; i++ {
+		writeFile(t, dir, fmt.Sprintf("d%d.json", i), fmt.Sprintf(`{"version":1,"plugins":{"hostname":{"location":"btrfs %d"}}}`, i))
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	script := `set -e
+mount -o loop "$IMG" "$MNT"
+trap 'umount "$MNT"' EXIT
+btrfs subvolume create "$MNT/state" >/dev/null
+for i in 1 2 3; do "$BIN" --state-dir="$MNT/state" --snapshot-keep=2 apply --yes "$DIR/d$i.json" >/dev/null 2>&1; done
+echo "btrfs:"; ls "$MNT/state/.btrfs-snapshots"
+echo "list:"; "$BIN" --state-dir="$MNT/state" snapshot list -o json
+echo "audit:"; "$BIN" --state-dir="$MNT/state" audit log -o json
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = append(append(os.Environ(), env...), "IMG="+img, "MNT="+mnt, "BIN="+binary, "DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	btrfsPart, rest, _ := strings.Cut(strings.TrimPrefix(string(out), "btrfs:\n"), "list:\n")
+	listPart, auditPart, _ := strings.Cut(rest, "audit:\n")
+	var snaps []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(listPart), &snaps); err != nil || len(snaps) != 2 {
+		t.Fatalf("snapshot list: %v\n%s", err, out)
+	}
+	names := strings.Fields(btrfsPart)
+	if len(names) != 2 {
+		t.Fatalf("%d btrfs snapshots after 3 applies with --snapshot-keep 2, want 2: %v", len(names), names)
+	}
+	for _, sn := range snaps {
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "-"+sn.ID) }) {
+			t.Errorf("kept snapshot %s has no btrfs snapshot: %v", sn.ID, names)
+		}
+	}
+	if !strings.Contains(auditPart, "pruned btrfs snapshots") {
+		t.Errorf("the btrfs pruning is not in the audit log:\n%s", auditPart)
 	}
 }

@@ -2,10 +2,12 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -47,4 +49,40 @@ func BtrfsSnapshot(ctx context.Context, dir, name string) (string, error) {
 		return "", fmt.Errorf("btrfs subvolume snapshot -r %s %s: %v: %s", dir, dst, err, out)
 	}
 	return dst, nil
+}
+
+// BtrfsPrune deletes the read-only btrfs snapshots under dir/.btrfs-snapshots
+// whose snapshot ID (the name's part after the last "-", as BtrfsSnapshot's
+// callers name them "<time>-<id>") keep rejects, so btrfs snapshots follow
+// the same retention as the stored snapshots. It returns the paths it
+// deleted, and stops at the first deletion that fails.
+func BtrfsPrune(ctx context.Context, dir string, keep func(id string) bool) ([]string, error) {
+	parent := filepath.Join(dir, ".btrfs-snapshots")
+	entries, err := os.ReadDir(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	bin, err := exec.LookPath("btrfs")
+	if err != nil {
+		return nil, fmt.Errorf("state dir is on btrfs but the btrfs command is missing (install btrfs-progs)")
+	}
+	var removed []string
+	for _, e := range entries {
+		i := strings.LastIndexByte(e.Name(), '-')
+		if !e.IsDir() || i < 0 || keep(e.Name()[i+1:]) {
+			continue
+		}
+		p := filepath.Join(parent, e.Name())
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		out, err := exec.CommandContext(cctx, bin, "subvolume", "delete", p).CombinedOutput()
+		cancel()
+		if err != nil {
+			return removed, fmt.Errorf("btrfs subvolume delete %s: %v: %s", p, err, out)
+		}
+		removed = append(removed, p)
+	}
+	return removed, nil
 }

@@ -292,7 +292,10 @@ func (m *Manager) Prune(keep int, maxAge time.Duration) error {
 	// A failure part way still returns what was removed: record that.
 	removed, err := m.Snapshots.Prune(keep, maxAge, time.Now())
 	if len(removed) == 0 {
-		return err
+		if err != nil {
+			return err
+		}
+		return m.pruneBtrfs()
 	}
 	var lines []string
 	for _, sn := range removed {
@@ -304,6 +307,34 @@ func (m *Manager) Prune(keep int, maxAge time.Duration) error {
 	}
 	if rerr := m.record(Record{Kind: "snapshot-prune", Result: "success", Message: "pruned " + strings.Join(lines, " ")}); rerr != nil {
 		return rerr
+	}
+	if err != nil {
+		return err
+	}
+	return m.pruneBtrfs()
+}
+
+// pruneBtrfs deletes the btrfs snapshots of the state directory whose
+// stored snapshot retention removed, and records what it deleted.
+func (m *Manager) pruneBtrfs() error {
+	if !snapshot.BtrfsSubvolume(m.Dir) {
+		return nil
+	}
+	left, err := m.Snapshots.List()
+	if err != nil {
+		return err
+	}
+	ids := map[string]bool{}
+	for _, sn := range left {
+		ids[sn.ID] = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	removed, err := snapshot.BtrfsPrune(ctx, m.Dir, func(id string) bool { return ids[id] })
+	if len(removed) > 0 {
+		if rerr := m.record(Record{Kind: "snapshot-prune", Result: "success", Message: "pruned btrfs snapshots " + strings.Join(removed, " ")}); rerr != nil {
+			return rerr
+		}
 	}
 	return err
 }
