@@ -206,3 +206,42 @@ func busctlUser(t *testing.T, addr, unit string) string {
 	}
 	return st.Data
 }
+
+// A process that holds the lock past its deadline (hung: SIGSTOP) does not
+// use the timer up: its `recover --if-deadline-passed` exits 75 and
+// systemd runs it again, so once the hung process dies the change is still
+// rolled back without anyone running op-dbus.
+func TestTestbedConfirmTimerRetriesWhileOwnerHangs(t *testing.T) {
+	m, env := userBed(t, "hang-a.service")
+	dir := t.TempDir()
+	sd := dir + "/s"
+	doc := writeFile(t, dir, "d.json", `{"version":1,"plugins":{"systemd":{"units":{"hang-a.service":{"active_state":"active"}}}}}`)
+	cmd, _ := startApply(t, env, "--user", "--state-dir="+sd, "apply", "--yes", "--confirm-within", "3s", doc)
+	waitPhase(t, sd, "awaiting-confirm")
+	j, err := txn.ReadJournal(sd)
+	if err != nil || j == nil {
+		t.Fatalf("journal: %v", err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGSTOP)
+	_, serviceUnit := confirmtimer.Units(j.ID)
+	// Past the deadline the hung owner still holds the lock: the service
+	// waits to run again instead of ending.
+	time.Sleep(time.Until(j.Deadline.Add(2 * time.Second)))
+	for busctlUser(t, m.BusAddress, serviceUnit) != "activating" {
+		if time.Now().After(j.Deadline.Add(20 * time.Second)) {
+			t.Fatalf("%s is %q while the owner hangs, want activating (auto-restart)", serviceUnit, busctlUser(t, m.BusAddress, serviceUnit))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := oracle(t, m, "is-active", "hang-a.service"); got != "active" {
+		t.Fatalf("hang-a.service %s while its transaction's owner holds the lock", got)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_, _ = cmd.Process.Wait()
+	for oracle(t, m, "is-active", "hang-a.service") != "inactive" {
+		if time.Now().After(j.Deadline.Add(60 * time.Second)) {
+			t.Fatalf("hang-a.service still %s after its hung owner died", oracle(t, m, "is-active", "hang-a.service"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

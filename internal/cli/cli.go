@@ -29,6 +29,8 @@ const (
 	ExitOK      = 0
 	ExitError   = 1
 	ExitChanges = 2
+	// ExitTempFail (EX_TEMPFAIL) asks the caller to try again later.
+	ExitTempFail = 75
 )
 
 // exitError carries an exit code; a nil-message one only sets the code.

@@ -8,13 +8,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/txn"
 )
 
 // recoverReport is what `op-dbus recover` did, for people and for -o json.
 type recoverReport struct {
 	// Action is none, rolled-back or failed.
 	Action string `json:"action"`
-	// Reason is no-journal, owner-alive, not-awaiting-confirm,
+	// Reason is no-journal, owner-alive, owner-overdue, not-awaiting-confirm,
 	// deadline-not-passed, deadline-passed or interrupted.
 	Reason      string                 `json:"reason"`
 	Message     string                 `json:"message"`
@@ -39,7 +40,9 @@ With --if-deadline-passed, only a transaction that waits for confirmation
 what the confirm timer registered with systemd runs at the deadline.
 
 Exit code 0 when nothing had to be done or the rollback is verified, 1 when it
-failed.`,
+failed, 75 when --if-deadline-passed finds the deadline passed but the
+transaction's process still holding the lock (the timer's service then runs
+it again a few seconds later, until that process has acted or is gone).`,
 		Example: `  op-dbus recover
   op-dbus --user --state-dir ~/.local/state/op-dbus recover --if-deadline-passed -o json`,
 		Args: cobra.NoArgs,
@@ -63,6 +66,11 @@ failed.`,
 			}
 			if runErr != nil {
 				return &exitError{ExitError, runErr}
+			}
+			if rep.Reason == "owner-overdue" {
+				// The confirm timer's service restarts on failure: try
+				// again until the owner has acted or is gone.
+				return exitCode(ExitTempFail)
 			}
 			return nil
 		},
@@ -91,6 +99,13 @@ func (g *globals) recoverTransaction(ifDeadline bool) (*recoverReport, error) {
 		rep.Message = fmt.Sprintf("Nothing to recover: no unfinished transaction in %s.", g.stateDir)
 	case "owner-alive":
 		rep.Message = fmt.Sprintf("Nothing to do: %v; that process is alive and handles its own transaction and deadline.", r.Owner)
+		if ifDeadline && j != nil && j.Phase == txn.PhaseAwaitingConfirm && !time.Now().Before(j.Deadline) {
+			// Past the deadline and still holding the lock: the owner is
+			// rolling back, or hung. Ask to be run again (exit 75) rather
+			// than let the deadline go by if it then dies.
+			rep.Reason = "owner-overdue"
+			rep.Message = fmt.Sprintf("Not yet: %v past the deadline %s of transaction %s; trying again shortly (exit 75).", r.Owner, j.Deadline.Local().Format(time.RFC3339), j.ID)
+		}
 	case "not-awaiting-confirm":
 		rep.Message = fmt.Sprintf("Nothing to do: transaction %s is %s, not waiting for confirmation (`op-dbus recover` without --if-deadline-passed rolls it back).", j.ID, j.Phase)
 	case "deadline-not-passed":

@@ -203,8 +203,16 @@ func Available(ctx context.Context, conn *dbus.Conn) error {
 	return nil
 }
 
+// RetryEvery is how soon the timer's service runs again when the
+// transaction's process still holds the lock past the deadline.
+var RetryEvery = 3 * time.Second
+
 // D-Bus shapes of StartTransientUnit's arguments.
 type (
+	restartPrevent struct { // (aiai): exit statuses, signals
+		Codes   []int32
+		Signals []int32
+	}
 	property struct {
 		Name  string
 		Value dbus.Variant
@@ -266,6 +274,13 @@ func Arm(ctx context.Context, conn *dbus.Conn, s Spec) (*Timer, error) {
 		prop("Type", "oneshot"),
 		prop("ExecStart", []execCommand{{s.Argv[0], s.Argv, false}}),
 		prop("Environment", env),
+		// `recover --if-deadline-passed` exits 75 while the transaction's
+		// process still holds the lock past the deadline (rolling back, or
+		// hung): run it again until that process has acted or is gone.
+		prop("Restart", "on-failure"),
+		prop("RestartUSec", uint64(RetryEvery/time.Microsecond)),
+		prop("RestartPreventExitStatus", restartPrevent{Codes: []int32{1}, Signals: []int32{}}),
+		prop("StartLimitIntervalUSec", uint64(0)),
 	}
 	var job dbus.ObjectPath
 	err := call(ctx, manager(conn), managerIface+".StartTransientUnit", []any{&job},

@@ -187,12 +187,13 @@ type Recovery struct {
 // ifDeadlinePassed it acts only on a transaction that waits for a
 // confirmation whose deadline has passed (what the confirm timer runs).
 func (s *Service) Recover(ctx context.Context, ifDeadlinePassed bool) (*Recovery, error) {
-	if j, err := txn.ReadJournal(s.StateDir()); err != nil || j == nil {
+	first, err := txn.ReadJournal(s.StateDir())
+	if err != nil || first == nil {
 		return &Recovery{Action: "none", Reason: "no-journal"}, err
 	}
 	unlock, err := s.dir.Lock()
 	if errkind.Is(err, errkind.Locked) {
-		return &Recovery{Action: "none", Reason: "owner-alive", Owner: err}, nil
+		return &Recovery{Action: "none", Reason: "owner-alive", Owner: err, Journal: first}, nil
 	}
 	if err != nil {
 		return &Recovery{Action: "failed", Reason: "lock"}, err
