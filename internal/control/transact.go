@@ -137,14 +137,17 @@ func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
 	}
 	var armed string
 	opt := txn.Options{Kind: req.Kind, Source: s.source, Client: req.Client, ConfirmWithin: req.ConfirmWithin,
-		OnWait: func(id string, deadline time.Time) {
-			if s.opts.Deadlines != nil {
-				if err := s.opts.Deadlines.Arm(ctx, id, deadline); err != nil {
-					s.opts.Log("confirm deadline: %v (it is kept by this process only)", err)
-				} else {
-					armed = id
-				}
+		Arm: func(id string, deadline time.Time) {
+			if s.opts.Deadlines == nil {
+				return
 			}
+			if err := s.opts.Deadlines.Arm(ctx, id, deadline); err != nil {
+				s.opts.Log("confirm deadline: %v (it is kept by this process only)", err)
+				return
+			}
+			armed = id
+		},
+		OnWait: func(_ string, deadline time.Time) {
 			if req.OnWait != nil {
 				req.OnWait(deadline)
 			}

@@ -84,6 +84,10 @@ type Options struct {
 	// ConfirmWithin, when set, waits that long after a verified apply for
 	// `op-dbus commit`; without it everything is rolled back.
 	ConfirmWithin time.Duration
+	// Arm is called just before the journal records that the transaction
+	// waits for confirmation, with its ID and deadline (to hand the
+	// deadline to a keeper outside this process).
+	Arm func(id string, deadline time.Time)
 	// OnWait is called once the transaction waits for confirmation, with
 	// the journal's transaction ID.
 	OnWait func(id string, deadline time.Time)
@@ -195,6 +199,12 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 	if opt.ConfirmWithin > 0 {
 		j.Phase = PhaseAwaitingConfirm
 		j.Deadline = time.Now().Add(opt.ConfirmWithin).UTC()
+		// Arm the outside keeper of the deadline before the journal says
+		// the transaction waits: a process that dies after the journal
+		// write has its deadline kept.
+		if opt.Arm != nil {
+			opt.Arm(j.ID, j.Deadline)
+		}
 		if err := writeJournal(m.Dir, j); err != nil {
 			return out, err
 		}
