@@ -461,3 +461,38 @@ func TestModuleRenderedUnitVerifies(t *testing.T) {
 		})
 	}
 }
+
+// The states `op-dbus nixos generate` writes go into the module the way its
+// flake.nix hands them over, and the service is ordered after the daemons
+// their plugins talk to.
+func TestModuleTakesGeneratedStates(t *testing.T) {
+	files, _ := filepath.Glob("testdata/golden/*/op-dbus-state.nix")
+	if len(files) == 0 {
+		t.Fatal("no golden op-dbus-state.nix")
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		config := `{ services.op-dbus = { enable = true; mode = "report"; state = import ` + abs + `; }; }`
+		svc, _ := moduleService(t, config)
+		var cfg struct {
+			State struct {
+				Plugins map[string]json.RawMessage `json:"plugins"`
+			} `json:"state"`
+		}
+		moduleEval(t, config, "config", &cfg)
+		for plugin, unit := range map[string]string{"ovs": "ovsdb.service", "networkmanager": "NetworkManager.service"} {
+			_, uses := cfg.State.Plugins[plugin]
+			seen[plugin] = seen[plugin] || uses
+			if got := slices.Contains(svc.After, unit) && slices.Contains(svc.Wants, unit); got != uses {
+				t.Errorf("%s: names plugin %s: %v, but after %q wants %q", f, plugin, uses, svc.After, svc.Wants)
+			}
+		}
+	}
+	if !seen["ovs"] || !seen["networkmanager"] {
+		t.Errorf("the golden states should name ovs and networkmanager somewhere: %v", seen)
+	}
+}
