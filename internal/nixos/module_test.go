@@ -435,10 +435,7 @@ func TestModuleRenderedUnitVerifies(t *testing.T) {
 			if err := os.Symlink(opDBus(t), filepath.Join(pkg, "bin", "op-dbus")); err != nil {
 				t.Fatal(err)
 			}
-			kill, err := exec.LookPath("kill")
-			if err != nil {
-				t.Skip("no kill program for ExecReload")
-			}
+			kill := testbed.Program(t, "kill", "procps")
 			text = strings.NewReplacer(fakeStateDoc, fakeStateDoc, fakePackage, pkg, fakeCoreutils+"/bin/kill", kill).Replace(text)
 			if os.Getenv("NIXWT_SHOW") != "" {
 				t.Log(text)
