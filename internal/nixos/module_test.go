@@ -265,6 +265,9 @@ func TestModuleTimerOption(t *testing.T) {
 		if !slices.Equal(argv, want) {
 			t.Errorf("%s: oneshot argv %q, want %q", c.mode, argv, want)
 		}
+		if out, err := exec.Command(opDBus(t), append(slices.Clone(argv[1:]), "--help")...).CombinedOutput(); err != nil {
+			t.Errorf("op-dbus %q --help: %v\n%s", argv[1:], err, out)
+		}
 		wantConfig(t, oneshot, "Type", "oneshot")
 		wantConfig(t, oneshot, "SuccessExitStatus", c.ok...)
 		if got := strs(timer.TimerConfig["OnUnitActiveSec"]); !slices.Equal(got, []string{"1h"}) {
@@ -412,11 +415,14 @@ func runServeHelp(t *testing.T, argv []string) {
 // The service renders into a unit file that systemd-analyze verify accepts,
 // with the fake store paths pointed at the built binary and the host's kill.
 func TestModuleRenderedUnitVerifies(t *testing.T) {
-	for _, c := range []struct{ name, config string }{{"report", reportConfig}, {"enforce-tcp", enforceTCPConfig}} {
+	timerConfig := `{ services.op-dbus = { enable = true; state.version = 1; timer.enable = true; }; }`
+	for _, c := range []struct{ name, config string }{{"report", reportConfig}, {"enforce-tcp", enforceTCPConfig}, {"timer", timerConfig}} {
 		t.Run(c.name, func(t *testing.T) {
-			svc, argv := moduleService(t, c.config)
+			_, argv := moduleService(t, c.config)
 			runServeHelp(t, argv)
-			text, err := RenderUnitFile(svc)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			text, svc, err := ModuleUnitFile(ctx, needNix(t), repoRoot(t), nixpkgsLib(t), c.config, "service", t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -436,15 +442,31 @@ func TestModuleRenderedUnitVerifies(t *testing.T) {
 				t.Fatal(err)
 			}
 			kill := testbed.Program(t, "kill", "procps")
-			text = strings.NewReplacer(fakeStateDoc, fakeStateDoc, fakePackage, pkg, fakeCoreutils+"/bin/kill", kill).Replace(text)
-			if os.Getenv("NIXWT_SHOW") != "" {
-				t.Log(text)
+			real := strings.NewReplacer(fakeStateDoc, fakeStateDoc, fakePackage, pkg, fakeCoreutils+"/bin/kill", kill)
+			files := map[string]string{"op-dbus.service": real.Replace(text)}
+			if c.name == "timer" {
+				for attr, name := range map[string]string{"oneshot": "op-dbus-oneshot.service", "timer": "op-dbus-oneshot.timer"} {
+					text, _, err := ModuleUnitFile(ctx, needNix(t), repoRoot(t), nixpkgsLib(t), c.config, attr, t.TempDir())
+					if err != nil {
+						t.Fatal(err)
+					}
+					files[name] = real.Replace(text)
+				}
 			}
-			unit := filepath.Join(dir, "op-dbus.service")
-			if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
+			args := []string{"verify", "--man=no"}
+			text = ""
+			for name, body := range files {
+				if os.Getenv("NIXWT_SHOW") != "" {
+					t.Logf("%s:\n%s", name, body)
+				}
+				unit := filepath.Join(dir, name)
+				if err := os.WriteFile(unit, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, unit)
+				text += "# " + name + "\n" + body
 			}
-			cmd := exec.Command(analyze, "verify", "--man=no", unit)
+			cmd := exec.Command(analyze, args...)
 			cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=notice")
 			out, err := cmd.CombinedOutput()
 			if err != nil {

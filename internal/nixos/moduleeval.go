@@ -3,6 +3,7 @@ package nixos
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,4 +36,26 @@ func EvalModule(ctx context.Context, nixInstantiate, repoRoot, nixpkgsLib, confi
 		return nil, fmt.Errorf("evaluate nix/module.nix (-A %s) with %s: %w\n%s", attr, config, err, stderr.String())
 	}
 	return out, nil
+}
+
+// ModuleUnitFile evaluates the module with config (as EvalModule does) and
+// renders the unit it makes, attr "service" (op-dbus.service), "oneshot"
+// (op-dbus-oneshot.service) or "timer" (op-dbus-oneshot.timer), into unit
+// file text with RenderUnitFile. The Exec lines name the stub store paths
+// /nix/store/00000000000000000000000000000000-op-dbus (and -coreutils):
+// replace them with a real binary's directory to start the unit on a
+// systemd host.
+func ModuleUnitFile(ctx context.Context, nixInstantiate, repoRoot, nixpkgsLib, config, attr, stateDir string) (string, SystemdService, error) {
+	out, err := EvalModule(ctx, nixInstantiate, repoRoot, nixpkgsLib, config, attr, stateDir)
+	if err != nil {
+		return "", SystemdService{}, err
+	}
+	var svc SystemdService
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	if err := dec.Decode(&svc); err != nil {
+		return "", SystemdService{}, fmt.Errorf("decode the module's %s: %w", attr, err)
+	}
+	text, err := RenderUnitFile(svc)
+	return text, svc, err
 }
