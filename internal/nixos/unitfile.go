@@ -188,8 +188,8 @@ func ExecArgs(line string) ([]string, error) {
 	if len(words) == 0 {
 		return nil, fmt.Errorf("exec line %q: empty", line)
 	}
-	if strings.ContainsAny(words[0][:1], "-@+!:") {
-		return nil, fmt.Errorf("exec line %q: prefixes are not handled", line)
+	if words[0] == "" || strings.ContainsAny(words[0][:1], "-@+!:") {
+		return nil, fmt.Errorf("exec line %q: an empty program or a prefix (-, @, +, !, :), which is not handled", line)
 	}
 	for i, w := range words {
 		var out strings.Builder
