@@ -68,7 +68,7 @@ let
   exe = lib.getExe cfg.package;
 
   # A Go time.Duration as op-dbus's flags take it ("90s", "5m", "1h30m").
-  isGoDuration = s: builtins.match "([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+" s != null;
+  isGoDuration = s: builtins.match "0|(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+" s != null;
 
   varLib = "/var/lib/";
   stateDirName =

@@ -515,3 +515,26 @@ func TestModuleTakesGeneratedStates(t *testing.T) {
 		t.Errorf("the golden states should name ovs and networkmanager somewhere: %v", seen)
 	}
 }
+
+// The module's check of interval and confirmWithin accepts what Go's
+// time.ParseDuration (the flags' parser) accepts, for these samples.
+func TestModuleDurationCheckAgreesWithGo(t *testing.T) {
+	for _, d := range []string{"0", "5m", "1h30m", ".5s", "1.5h", "1.s", "2µs", "300ms", "15min", "", "5", "s", "1d", "-1m", "1 m"} {
+		_, err := time.ParseDuration(d)
+		goOK := err == nil && !strings.HasPrefix(d, "-")
+		var failed []string
+		moduleEval(t, `{ services.op-dbus = { enable = true; state.version = 1; interval = `+nixString(t, d)+`; }; }`, "failedAssertions", &failed)
+		if nixOK := len(failed) == 0; nixOK != goOK {
+			t.Errorf("interval %q: module accepts: %v, Go: %v (%v) %q", d, nixOK, goOK, err, failed)
+		}
+	}
+}
+
+func nixString(t *testing.T, s string) string {
+	t.Helper()
+	r, err := Render(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
