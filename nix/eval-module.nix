@@ -4,7 +4,7 @@
 # the state is not run here; on NixOS it is).
 #
 #   nix-instantiate --eval --strict --json nix/eval-module.nix \
-#     --arg nixpkgsLib /path/to/nixpkgs/lib \
+#     --argstr nixpkgsLib /path/to/nixpkgs/lib \
 #     --arg config '{ services.op-dbus = { enable = true; state.version = 1; }; }' \
 #     -A service
 #

@@ -495,7 +495,7 @@ func TestModuleTakesGeneratedStates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		config := `{ services.op-dbus = { enable = true; mode = "report"; state = import ` + abs + `; }; }`
+		config := `{ services.op-dbus = { enable = true; mode = "report"; state = import ` + nixString(t, abs) + `; }; }`
 		svc, _ := moduleService(t, config)
 		var cfg struct {
 			State struct {

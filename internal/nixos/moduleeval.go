@@ -22,7 +22,7 @@ import (
 func EvalModule(ctx context.Context, nixInstantiate, repoRoot, nixpkgsLib, config, attr, stateDir string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, nixInstantiate, "--eval", "--strict", "--json",
 		filepath.Join(repoRoot, "nix", "eval-module.nix"),
-		"--arg", "nixpkgsLib", nixpkgsLib,
+		"--argstr", "nixpkgsLib", nixpkgsLib,
 		"--arg", "config", config,
 		"-A", attr)
 	cmd.Env = os.Environ()
