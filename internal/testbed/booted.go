@@ -76,6 +76,10 @@ func EnsureBootedRoot(ctx context.Context, logw io.Writer) (root string, built t
 	if err != nil {
 		return "", 0, err
 	}
+	unshare, err := needProgram("unshare", "util-linux")
+	if err != nil {
+		return "", 0, err
+	}
 	root = BootedRootDir
 	if bootedRootOK(root) {
 		return root, 0, nil
@@ -100,6 +104,9 @@ func EnsureBootedRoot(ctx context.Context, logw io.Writer) (root string, built t
 	base := filepath.Base(root)
 	if olds, _ := filepath.Glob(filepath.Join(parent, "."+base+".build-*")); len(olds) > 0 {
 		for _, o := range olds {
+			if err := noMountsUnder(o); err != nil {
+				return "", 0, err
+			}
 			_ = os.RemoveAll(o)
 		}
 	}
@@ -111,7 +118,15 @@ func EnsureBootedRoot(ctx context.Context, logw io.Writer) (root string, built t
 	defer os.RemoveAll(tmp) // gone after a successful rename
 	target := filepath.Join(tmp, "root")
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, mmdebstrap, "--variant=minbase",
+	// In root mode mmdebstrap mounts /dev, /proc and /sys inside target,
+	// and it forks workers. So it runs as PID 1 of new PID and private
+	// mount namespaces: when the test process dies, unshare gets the
+	// Pdeathsig, --kill-child kills mmdebstrap, and the kernel kills the
+	// rest of the namespace; its mounts vanish with it, and the next build's
+	// RemoveAll of the leftovers cannot reach the host's /dev.
+	cmd := exec.CommandContext(ctx, unshare, "--mount", "--propagation", "private",
+		"--pid", "--fork", "--kill-child", "--mount-proc", "--",
+		mmdebstrap, "--mode=root", "--variant=minbase",
 		"--include="+strings.Join(bootedPackages, ","), "bookworm", target)
 	cmd.Env = bedEnv()
 	cmd.Stdout = logw
@@ -139,6 +154,25 @@ func bootedRootOK(root string) bool {
 		}
 	}
 	return true
+}
+
+// noMountsUnder fails if anything is mounted at or below dir in the test
+// process's mount namespace: RemoveAll would descend into it.
+func noMountsUnder(dir string) error {
+	ms, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(ms), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		if p := unescapeMountinfo(f[4]); p == dir || strings.HasPrefix(p, dir+"/") {
+			return fmt.Errorf("%s is mounted below %s (a killed mmdebstrap?); unmount it first", p, dir)
+		}
+	}
+	return nil
 }
 
 // flockCtx takes an exclusive flock on f, polling so ctx can end the wait.
@@ -216,11 +250,11 @@ func bootRoot(ctx context.Context, dir, root, nspawn, nsenter string) (*BootedHo
 	line("unset LIBMOUNT_UTAB")
 	line("ip link set lo up")
 	line("set +e")
-	// SIGTERM to this init (Close) makes nspawn shut the container down
-	// cleanly (systemd inside gets SIGRTMIN+4, i.e. poweroff).
+	// SIGTERM to this init (Close) is passed to nspawn, which shuts the
+	// container down cleanly: systemd inside gets SIGRTMIN+3 (halt).
 	line("trap 'kill -TERM $ns 2>/dev/null' TERM")
 	line(shq(nspawn) + " --quiet --directory=" + shq(root) + " --boot --volatile=overlay" +
-		" --register=no --keep-unit --network-veth --console=passive --machine=" + bootedMachine + " &")
+		" --register=no --keep-unit --network-veth --console=read-only --setenv=SYSTEMD_COLORS=0 --machine=" + bootedMachine + " &")
 	line("ns=$!")
 	line(`while kill -0 $ns 2>/dev/null; do wait $ns; done`)
 
@@ -401,8 +435,7 @@ func (b *BootedHost) CopyIn(hostPath, containerPath string) error {
 }
 
 // Close shuts the container down: SIGTERM to the bed's init, which passes
-// it to systemd-nspawn, which makes systemd inside power off (a few
-// seconds). If that takes more than 30 s it kills the init by PID, which
+// it to systemd-nspawn, which makes systemd inside halt (under a second). If that takes more than 30 s it kills the init by PID, which
 // kills every process of the bed. Then it removes the bed's cgroups. The
 // overlay and every mount live in the bed's mount namespace and go with it.
 // Files in Dir are left to the caller. It is idempotent.

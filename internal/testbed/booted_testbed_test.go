@@ -67,6 +67,8 @@ func TestBootedHost(t *testing.T) {
 		if st := strings.TrimSpace(out); st != "running" && st != "degraded" {
 			failed, _ := b.Exec(ctx, "systemctl", "--failed", "--no-legend")
 			t.Fatalf("is-system-running = %q (%v); failed units:\n%s", st, err, failed)
+		} else {
+			t.Logf("is-system-running: %s", st)
 		}
 		if out, _ := b.Exec(ctx, "cat", "/proc/1/comm"); strings.TrimSpace(out) != "systemd" {
 			t.Errorf("PID 1 inside is %q, want systemd", out)
@@ -154,6 +156,21 @@ func TestBootedHost(t *testing.T) {
 		}
 		if out, err := b.Exec(ctx, "ping", "-c", "1", "-W", "5", "10.213.7.1"); err != nil {
 			t.Errorf("ping from the container to ve-booted: %v\n%s", err, out)
+		}
+
+		start = time.Now()
+		if err := b.Close(); err != nil { // again in the cleanup: idempotent
+			t.Errorf("Close: %v", err)
+		}
+		t.Logf("Close (halt): %v", time.Since(start).Round(10*time.Millisecond))
+		// The container was shut down, not killed: systemd inside got to
+		// the end of its shutdown.
+		nlog, _ := os.ReadFile(filepath.Join(b.Dir, "nspawn.log"))
+		if !strings.Contains(string(nlog), "Halting system.") && !strings.Contains(string(nlog), "Powering off.") {
+			t.Errorf("no clean shutdown in nspawn.log:\n%s", nlog)
+		} else {
+			lines := strings.Split(strings.TrimSpace(string(nlog)), "\n")
+			t.Logf("nspawn.log ends:\n%s", strings.Join(lines[max(0, len(lines)-4):], "\n"))
 		}
 	})
 	if b == nil || leader == 0 {
