@@ -224,3 +224,35 @@ func nspawnPIDs() []int {
 	}
 	return pids
 }
+
+// TestBootedHostTwo runs two booted hosts at once: they share the cached
+// root read-only, and each has its own overlay, hostname and network.
+func TestBootedHostTwo(t *testing.T) {
+	testbed.Program(t, "mmdebstrap", "mmdebstrap")
+	testbed.Program(t, "systemd-nspawn", "systemd-container")
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root")
+	}
+	a := testbed.NewBootedHost(t)
+	b := testbed.NewBootedHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := a.Exec(ctx, "hostnamectl", "set-hostname", "bed-a"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, _ := a.Exec(ctx, "hostname"); strings.TrimSpace(out) != "bed-a" {
+		t.Errorf("a's hostname = %q", out)
+	}
+	if out, _ := b.Exec(ctx, "hostname"); strings.TrimSpace(out) == "bed-a" {
+		t.Errorf("b's hostname changed with a's")
+	}
+	if out, err := a.Exec(ctx, "touch", "/etc/only-in-a"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if _, err := b.Exec(ctx, "test", "-e", "/etc/only-in-a"); err == nil {
+		t.Error("a file written in a shows in b")
+	}
+}
