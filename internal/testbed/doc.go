@@ -210,8 +210,8 @@
 // them: nothing appears in the host's /proc/self/mountinfo at any time.
 //
 // Starting a bed takes about 0.3 s (UserManager), 0.15 s (Identity) or 2 s
-// (BootedHost, cached root) on 2
-// cores, and Close takes under 20 ms. Dir must be short: unix socket paths
+// (BootedHost, cached root) on 2 cores, and Close takes under 20 ms (0.3-0.7
+// s for BootedHost, which halts the container). Dir must be short: unix socket paths
 // below it must fit in 108 bytes. Dir must not contain ',' or ':' (overlay
 // options), and it must be on a file system that overlayfs accepts as
 // upper (not overlayfs itself).
