@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/op-dbus/op-dbus/internal/cli.Version=$(VERSION)
 # Debian packages the test bed runs: real dbus-daemon, systemd (user manager,
 # hostnamed, timedated, localed), util-linux (unshare, nsenter).
-DEB_PKGS  := procps busybox dbus dbus-bin dbus-daemon dbus-user-session systemd util-linux mount iproute2 tzdata locales btrfs-progs libglib2.0-bin nix-bin openvswitch-switch openvswitch-common network-manager wireguard-tools
+DEB_PKGS  := procps busybox dbus dbus-bin dbus-daemon dbus-user-session systemd util-linux mount iproute2 tzdata locales btrfs-progs libglib2.0-bin nix-bin openvswitch-switch openvswitch-common network-manager wireguard-tools mmdebstrap systemd-container
 
 .PHONY: all build deps interop-deps test check fmt vet unit bench demo fuzz clean
 
