@@ -141,13 +141,16 @@ let
     else
       { ReadWritePaths = [ cfg.stateDir ]; };
 
-  # Sandboxing shared by the daemon and the oneshot. At least as strict as
-  # dist/op-dbus.service. op-dbus works through D-Bus services (systemd1,
-  # hostname1, ...), which do the privileged work; it needs no capability
-  # itself.
+  # Sandboxing shared by the daemon and the oneshot: the same as
+  # dist/op-dbus.service, where each line says why. Most changes go through
+  # D-Bus services, which do the privileged work; netlink changes need
+  # CAP_NET_ADMIN and ping probes CAP_NET_RAW.
   hardening = {
     UMask = "0077";
-    CapabilityBoundingSet = "";
+    CapabilityBoundingSet = [
+      "CAP_NET_ADMIN"
+      "CAP_NET_RAW"
+    ];
     AmbientCapabilities = "";
     NoNewPrivileges = true;
     ProtectSystem = "strict";
@@ -162,15 +165,13 @@ let
     # hostname1 changes the hostname on op-dbus's behalf; the process
     # itself never needs to.
     ProtectHostname = true;
-    RestrictAddressFamilies =
-      [
-        "AF_UNIX"
-        "AF_NETLINK"
-      ]
-      ++ lib.optionals (cfg.apiListen != null) [
-        "AF_INET"
-        "AF_INET6"
-      ];
+    # AF_INET/AF_INET6: ping probes, OVSDB over tcp:, the TCP API.
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_NETLINK"
+      "AF_INET"
+      "AF_INET6"
+    ];
     RestrictNamespaces = true;
     RestrictRealtime = true;
     RestrictSUIDSGID = true;
