@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/op-dbus/op-dbus/internal/testbed"
+)
+
+// op-dbus as users run it: dist/op-dbus.service, its sandbox unchanged
+// (a drop-in only switches ExecStart to enforce mode), started by systemd
+// as PID 1 in a booted Debian. Under that sandbox it starts a unit and
+// enables it, sets the hostname through hostname1, adds an address to the
+// container's veth and verifies it with a ping probe to the peer, and
+// corrects `systemctl stop` and `ip addr del` done out of band. Oracles:
+// systemctl, hostnamectl and ip -j inside the container.
+func TestTestbedBootedShippedUnitEnforces(t *testing.T) {
+	b := testbed.NewBootedHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	host := func(argv ...string) {
+		t.Helper()
+		if out, err := b.HostExec(ctx, argv...); err != nil {
+			t.Fatalf("%v on the bed's side: %v\n%s", argv, err, out)
+		}
+	}
+	in := func(argv ...string) string {
+		t.Helper()
+		out, err := b.Exec(ctx, argv...)
+		if err != nil {
+			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
+		}
+		return strings.TrimSpace(out)
+	}
+	host("ip", "addr", "add", "10.213.9.1/24", "dev", "ve-booted")
+	host("ip", "link", "set", "ve-booted", "up")
+
+	dir := t.TempDir()
+	doc := `{"version":1,"plugins":{
+  "systemd":{"units":{"demo.service":{"active_state":"active","enabled":true}}},
+  "hostname":{"static_hostname":"booted-op"},
+  "network":{"interfaces":[{"name":"host0","state":"up","ipv4":{"address":[{"ip":"10.213.9.2","prefix_length":24}]}}],
+             "probes":[{"ping":"10.213.9.1","timeout":"3s"}]}}}`
+	files := map[string]string{
+		"/etc/op-dbus/host.json":                             doc,
+		"/etc/systemd/system/demo.service":                   "[Unit]\nDescription=demo\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n",
+		"/etc/systemd/system/op-dbus.service.d/enforce.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/op-dbus serve --state /etc/op-dbus/host.json --mode enforce --state-dir /var/lib/op-dbus --api-socket /run/op-dbus/api.sock\n",
+	}
+	for path, body := range files {
+		f := filepath.Join(dir, filepath.Base(path))
+		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.CopyIn(f, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for src, dst := range map[string]string{
+		binary: "/usr/bin/op-dbus",
+		filepath.Join("..", "..", "dist", "op-dbus.service"):  "/etc/systemd/system/op-dbus.service",
+		filepath.Join("..", "..", "dist", "org.opdbus1.conf"): "/etc/dbus-1/system.d/org.opdbus1.conf",
+	} {
+		if err := b.CopyIn(src, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in("chmod", "0755", "/usr/bin/op-dbus")
+	in("busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig")
+	in("systemctl", "daemon-reload")
+	in("systemctl", "enable", "--now", "op-dbus.service")
+
+	waitIn := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(45 * time.Second); !ok(); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 45 s\n%s", what, journal(ctx, b))
+			}
+		}
+	}
+	active := func() bool {
+		out, _ := b.Exec(ctx, "systemctl", "is-active", "demo.service")
+		return strings.TrimSpace(out) == "active"
+	}
+	hasAddr := func() bool {
+		out, err := b.Exec(ctx, "ip", "-j", "addr", "show", "dev", "host0")
+		if err != nil {
+			return false
+		}
+		var links []struct {
+			Addrs []struct {
+				Local string `json:"local"`
+			} `json:"addr_info"`
+		}
+		if json.Unmarshal([]byte(out), &links) != nil || len(links) != 1 {
+			return false
+		}
+		return slices.ContainsFunc(links[0].Addrs, func(a struct {
+			Local string `json:"local"`
+		}) bool {
+			return a.Local == "10.213.9.2"
+		})
+	}
+	waitIn("demo.service started", active)
+	waitIn("address on host0", hasAddr)
+	if got := in("systemctl", "is-enabled", "demo.service"); got != "enabled" {
+		t.Errorf("demo.service is %s, want enabled", got)
+	}
+	if got := in("hostnamectl", "hostname"); got != "booted-op" {
+		t.Errorf("hostname %q, want booted-op", got)
+	}
+	if got := in("systemctl", "is-active", "op-dbus.service"); got != "active" {
+		t.Fatalf("op-dbus.service is %s", got)
+	}
+
+	in("systemctl", "stop", "demo.service")
+	waitIn("demo.service restarted by the daemon", active)
+	in("ip", "addr", "del", "10.213.9.2/24", "dev", "host0")
+	waitIn("address restored by the daemon", hasAddr)
+	logs := journal(ctx, b)
+	for _, want := range []string{"enforce: systemd: corrected", "enforce: network: corrected"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the journal lacks %q:\n%s", want, logs)
+		}
+	}
+
+	out, _ := b.Exec(ctx, "systemd-analyze", "security", "--no-pager", "op-dbus.service")
+	if i := strings.LastIndex(out, "Overall exposure level"); i >= 0 {
+		t.Logf("systemd-analyze security op-dbus.service: %s", strings.TrimSpace(out[i:]))
+	}
+	start := time.Now()
+	in("systemctl", "stop", "op-dbus.service")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("systemctl stop op-dbus took %s, want under 5 s", took.Round(time.Millisecond))
+	}
+}
+
+// journal is op-dbus.service's journal inside the booted host.
+func journal(ctx context.Context, b *testbed.BootedHost) string {
+	out, _ := b.Exec(ctx, "journalctl", "-u", "op-dbus.service", "--no-pager", "-o", "cat", "-n", "80")
+	return out
+}
