@@ -259,3 +259,98 @@ done`
 	for i := 0; i < b.N; i++ {
 	}
 }
+
+// Under systemd: `systemctl reload` picks up a new state file; a daemon
+// killed (SIGKILL) in the middle of a correction is restarted by systemd
+// and its first act is to roll the interrupted transaction back and record
+// that, before it corrects again; the CLI reads the same audit log.
+func TestTestbedBootedReloadAndKilledMidApply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b := bootedEnforcing(t, ctx)
+	in := func(argv ...string) string {
+		t.Helper()
+		out, err := b.Exec(ctx, argv...)
+		if err != nil {
+			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
+		}
+		return strings.TrimSpace(out)
+	}
+	waitIn := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); !ok(); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 60 s\n%s", what, journal(ctx, b))
+			}
+		}
+	}
+	isActive := func(u string) func() bool {
+		return func() bool { out, _ := b.Exec(ctx, "systemctl", "is-active", u); return strings.TrimSpace(out) == "active" }
+	}
+	waitIn("demo.service started", isActive("demo.service"))
+
+	// A slow unit: its start takes 4 s, long enough to kill the daemon in it.
+	dir := t.TempDir()
+	slow := filepath.Join(dir, "slow.service")
+	if err := os.WriteFile(slow, []byte("[Unit]\nDescription=slow\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CopyIn(slow, "/etc/systemd/system/slow.service"); err != nil {
+		t.Fatal(err)
+	}
+	in("systemctl", "daemon-reload")
+	doc := filepath.Join(dir, "host.json")
+	if err := os.WriteFile(doc, []byte(`{"version":1,"plugins":{"systemd":{"units":{"demo.service":{"active_state":"active"},"slow.service":{"active_state":"active"}}}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CopyIn(doc, "/etc/op-dbus/host.json"); err != nil {
+		t.Fatal(err)
+	}
+	// systemctl reload returns once the daemon is READY again, after the
+	// reconcile the reload makes: slow.service is then started.
+	in("systemctl", "reload", "op-dbus.service")
+	if got := in("systemctl", "is-active", "slow.service"); got != "active" {
+		t.Fatalf("slow.service %s after the reload to a document naming it", got)
+	}
+	// Stopped behind its back, slow.service is started again by the
+	// daemon: a correction that takes 4 s. Kill the daemon in it.
+	in("systemctl", "stop", "slow.service")
+	waitIn("the correction of slow.service under way", func() bool {
+		out, _ := b.Exec(ctx, "systemctl", "is-active", "slow.service")
+		return strings.TrimSpace(out) == "activating"
+	})
+	pid := in("systemctl", "show", "-p", "MainPID", "--value", "op-dbus.service")
+	in("kill", "-9", pid)
+	// systemd restarts it (Restart=on-failure, RestartSec=5s); the new
+	// daemon rolls the interrupted correction back, then corrects again.
+	waitIn("op-dbus restarted", func() bool {
+		out, _ := b.Exec(ctx, "systemctl", "show", "-p", "MainPID", "--value", "op-dbus.service")
+		p := strings.TrimSpace(out)
+		return p != pid && p != "0" && isActive("op-dbus.service")()
+	})
+	waitIn("slow.service active after the restart", isActive("slow.service"))
+	out := in("/usr/bin/op-dbus", "--state-dir=/var/lib/op-dbus", "audit", "log", "-o", "json")
+	var es []struct {
+		Kind, Source, Result, Message string
+	}
+	if err := json.Unmarshal([]byte(out), &es); err != nil {
+		t.Fatalf("audit log: %v\n%s", err, out)
+	}
+	var kinds []string
+	recovered := false
+	for _, e := range es {
+		kinds = append(kinds, e.Kind+"/"+e.Source+"/"+e.Result)
+		if e.Kind == "recovery" && e.Result == "recovered" && strings.Contains(e.Message, "started by daemon") {
+			recovered = true
+		}
+	}
+	if !recovered {
+		t.Errorf("no recovery of the daemon's interrupted correction in the audit log: %v\n%s", kinds, journal(ctx, b))
+	}
+	if !strings.Contains(journal(ctx, b), "reloaded /etc/op-dbus/host.json") {
+		t.Errorf("the reload is not in the journal:\n%s", journal(ctx, b))
+	}
+	if out := in("/usr/bin/op-dbus", "--state-dir=/var/lib/op-dbus", "audit", "verify"); !strings.Contains(out, "OK") {
+		t.Errorf("audit verify: %s", out)
+	}
+}
