@@ -84,7 +84,13 @@ func Build(o Options) (string, error) {
 		{dist("op-dbus.service"), "/lib/systemd/system/op-dbus.service", 0o644, false},
 		{dist("org.opdbus1.conf"), "/usr/share/dbus-1/system.d/org.opdbus1.conf", 0o644, false},
 		{dist("deb/state.yaml"), "/etc/op-dbus/state.yaml", 0o644, true},
+		{dist("deb/lintian-overrides"), "/usr/share/lintian/overrides/op-dbus", 0o644, false},
 	}
+	docs, err := docFiles(filepath.Join(stage, "doc"), o.Repo, o.Version, o.Maintainer, mtime)
+	if err != nil {
+		return "", err
+	}
+	entries = append(entries, docs...)
 	man, err := manPages(filepath.Join(stage, "man"), o.Version, mtime)
 	if err != nil {
 		return "", err
@@ -163,6 +169,40 @@ that manages nothing.`,
 		return "", err
 	}
 	return path, nil
+}
+
+// docFiles writes /usr/share/doc/op-dbus/{copyright,changelog.gz}: a
+// native package's changelog (one entry, for the commit it was built from)
+// and a copyright file that says what the repository declares.
+func docFiles(dir, repo, version, maintainer string, date time.Time) ([]entry, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	commit, _ := exec.Command("git", "-C", repo, "rev-parse", "HEAD").Output()
+	changelog := fmt.Sprintf("op-dbus (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- %s  %s\n",
+		version, strings.TrimSpace(string(commit)), maintainer, date.Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	copyright := "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n" +
+		"Upstream-Name: op-dbus\nSource: " + homepage + "\n" +
+		"Comment: The project has not declared a licence yet; until it does, no\n" +
+		" licence is granted beyond what the copyright holders allow.\n\n" +
+		"Files: *\nCopyright: " + date.Format("2006") + " the op-dbus authors\nLicense: undeclared\n" +
+		" The repository contains no licence file yet.\n"
+	cl := filepath.Join(dir, "changelog")
+	if err := os.WriteFile(cl, []byte(changelog), 0o644); err != nil {
+		return nil, err
+	}
+	gz, err := gzipFile(cl)
+	if err != nil {
+		return nil, err
+	}
+	cp := filepath.Join(dir, "copyright")
+	if err := os.WriteFile(cp, []byte(copyright), 0o644); err != nil {
+		return nil, err
+	}
+	return []entry{
+		{gz, "/usr/share/doc/op-dbus/changelog.gz", 0o644, false},
+		{cp, "/usr/share/doc/op-dbus/copyright", 0o644, false},
+	}, nil
 }
 
 // manPages writes one gzipped man page per command into dir.
