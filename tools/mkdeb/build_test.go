@@ -251,6 +251,64 @@ func TestDeb(t *testing.T) {
 		}
 	})
 
+	t.Run("dpkg install, remove, purge", func(t *testing.T) {
+		// A real dpkg -i in a private mount namespace: overlays over /usr,
+		// /etc and /var take every write, so the host is left as it was;
+		// a tmpfs over /run makes it a host where systemd is not running.
+		if os.Geteuid() != 0 {
+			t.Skip("needs root for a mount namespace")
+		}
+		if _, err := exec.LookPath("unshare"); err != nil {
+			t.Skip("unshare not installed")
+		}
+		script := `set -e
+for d in /usr /etc /var; do
+	mkdir -p "$T$d/up" "$T$d/work"
+	mount -t overlay overlay -o "lowerdir=$d,upperdir=$T$d/up,workdir=$T$d/work" "$d"
+done
+mount -t tmpfs tmpfs /run
+dpkg -i "$DEB" >/dev/null
+dpkg-query -W -f='status=${Status}\n' op-dbus
+stat -c 'mode %a %U %n' /var/lib/op-dbus
+echo "enabled=$(systemctl is-enabled op-dbus.service 2>&1 || true)"
+op-dbus --version
+op-dbus validate /etc/op-dbus/state.yaml
+man -w op-dbus-serve
+dpkg -r op-dbus >/dev/null
+[ -d /var/lib/op-dbus ] && echo "removed: state kept"
+[ -f /etc/op-dbus/state.yaml ] && echo "removed: conffile kept"
+dpkg --purge op-dbus >/dev/null
+[ ! -e /var/lib/op-dbus ] && echo "purged: state gone"
+[ ! -e /etc/op-dbus ] && echo "purged: /etc/op-dbus gone"
+`
+		cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script)
+		// Not t.TempDir(): its name has a comma, which overlay options split on.
+		ovl, err := os.MkdirTemp("", "mkdeb-overlay-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(ovl)
+		cmd.Env = append(os.Environ(), "T="+ovl, "DEB="+deb)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, s := range []string{
+			"status=install ok installed",
+			"mode 700 root /var/lib/op-dbus",
+			"enabled=enabled",
+			"v-test-stamp",
+			"valid",
+			"/usr/share/man/man1/op-dbus-serve.1.gz",
+			"removed: state kept", "removed: conffile kept",
+			"purged: state gone", "purged: /etc/op-dbus gone",
+		} {
+			if !strings.Contains(string(out), s) {
+				t.Errorf("no %q in:\n%s", s, out)
+			}
+		}
+	})
+
 	t.Run("lintian", func(t *testing.T) {
 		if _, err := exec.LookPath("lintian"); err != nil {
 			t.Skip("lintian not installed (apt-get install lintian)")
