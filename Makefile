@@ -7,9 +7,9 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/op-dbus/op-dbus/internal/cli.Version=$(VERSION)
 # Debian packages the test bed runs: real dbus-daemon, systemd (user manager,
 # hostnamed, timedated, localed), util-linux (unshare, nsenter).
-DEB_PKGS  := procps busybox dbus dbus-bin dbus-daemon dbus-user-session systemd util-linux mount iproute2 tzdata locales btrfs-progs libglib2.0-bin nix-bin openvswitch-switch openvswitch-common network-manager wireguard-tools mmdebstrap systemd-container
+DEB_PKGS  := man-db lintian procps busybox dbus dbus-bin dbus-daemon dbus-user-session systemd util-linux mount iproute2 tzdata locales btrfs-progs libglib2.0-bin nix-bin openvswitch-switch openvswitch-common network-manager wireguard-tools mmdebstrap systemd-container
 
-.PHONY: all build deps interop-deps test check fmt vet unit bench demo fuzz clean
+.PHONY: all build deps interop-deps test check fmt vet unit bench demo fuzz clean deb deb-test
 
 all: build
 
@@ -23,6 +23,17 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The Debian package: a static, stripped binary with the same version stamp,
+# packaged by tools/mkdeb (its own Go module, so nfpm is no dependency of
+# op-dbus). Writes bin/op-dbus_VERSION_amd64.deb.
+deb:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/deb/op-dbus ./cmd/op-dbus
+	cd tools/mkdeb && $(GO) run . -repo ../.. -binary ../../bin/deb/op-dbus -o ../../bin
+
+# The package's tests (dpkg-deb, man, bash -n, lintian when installed).
+deb-test:
+	cd tools/mkdeb && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -42,6 +53,7 @@ interop-deps:
 
 test: deps interop-deps check
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) deb-test
 
 unit:
 	$(GO) test -count=1 -short ./internal/state/ ./internal/engine/

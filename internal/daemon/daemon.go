@@ -312,8 +312,11 @@ func (d *Daemon) load() (*state.Document, fileStamp, error) {
 	if err != nil {
 		return nil, st, err
 	}
+	// A document that names no plugins manages nothing: the daemon watches
+	// nothing and changes nothing, but its API and D-Bus service still run
+	// (a freshly installed package starts cleanly with such a default).
 	if len(doc.Plugins) == 0 {
-		return nil, st, fmt.Errorf("%s names no plugins: nothing to watch", d.opts.StatePath)
+		d.opts.Log("%s names no plugins: nothing is watched or managed", d.opts.StatePath)
 	}
 	return doc, st, nil
 }

@@ -282,3 +282,25 @@ func toStrings(v any) []string {
 	}
 	return out
 }
+
+// A document that names no plugins (the packaged default) starts the daemon:
+// nothing is queried or changed, and a reload to a real document takes over.
+func TestEmptyDocumentServesNothing(t *testing.T) {
+	f := &fake{value: "a"}
+	d, ev := start(t, f, `{"version":1,"plugins":{}}`, Options{Mode: ModeEnforce})
+	if n := f.queries.Load(); n != 0 {
+		t.Errorf("an empty document queried the plugin %d times", n)
+	}
+	if st := d.Status(); len(st.Items) != 0 {
+		t.Errorf("status of an empty document: %+v", st)
+	}
+	if err := os.WriteFile(d.opts.StatePath, []byte(`{"version":1,"plugins":{"fake":{"value":"b"}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Reload()
+	ev.wait(t, "reload", func(m map[string]any) bool { return m["ok"] == true })
+	ev.wait(t, "correction", nil)
+	if v := f.get(); v != "b" {
+		t.Errorf("value after reload in enforce mode: %q", v)
+	}
+}
