@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,21 +146,114 @@ func bootedEnforcing(t testing.TB, ctx context.Context) *testbed.BootedHost {
 			t.Fatal(err)
 		}
 	}
-	for src, dst := range map[string]string{
-		binary: "/usr/bin/op-dbus",
-		filepath.Join("..", "..", "dist", "op-dbus.service"):  "/etc/systemd/system/op-dbus.service",
-		filepath.Join("..", "..", "dist", "org.opdbus1.conf"): "/etc/dbus-1/system.d/org.opdbus1.conf",
-	} {
-		if err := b.CopyIn(src, dst); err != nil {
-			t.Fatal(err)
+	// The package as users install it: binary, unit, bus policy, default
+	// state; its postinst enables and starts the service (report mode,
+	// managing nothing) before the drop-in and the document take over.
+	installDeb(t, ctx, b)
+	in("systemctl", "daemon-reload")
+	in("systemctl", "restart", "op-dbus.service")
+	return b
+}
+
+var (
+	debOnce sync.Once
+	debPath string
+	debErr  error
+)
+
+// buildDeb builds the .deb once for this test binary, as `make deb` does.
+func buildDeb(t testing.TB) string {
+	t.Helper()
+	debOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "op-dbus-deb-")
+		if err != nil {
+			debErr = err
+			return
+		}
+		root, _ := filepath.Abs(filepath.Join("..", ".."))
+		bin := filepath.Join(dir, "op-dbus")
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/op-dbus")
+		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			debErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		mk := exec.Command("go", "run", ".", "-repo", root, "-binary", bin, "-o", dir)
+		mk.Dir = filepath.Join(root, "tools", "mkdeb")
+		if out, err := mk.CombinedOutput(); err != nil {
+			debErr = fmt.Errorf("mkdeb: %v\n%s", err, out)
+			return
+		}
+		debs, _ := filepath.Glob(filepath.Join(dir, "op-dbus_*.deb"))
+		if len(debs) != 1 {
+			debErr = fmt.Errorf("mkdeb wrote %v", debs)
+			return
+		}
+		debPath = debs[0]
+	})
+	if debErr != nil {
+		t.Fatal(debErr)
+	}
+	return debPath
+}
+
+// installDeb installs the package in the booted host with dpkg.
+func installDeb(t testing.TB, ctx context.Context, b *testbed.BootedHost) {
+	t.Helper()
+	if err := b.CopyIn(buildDeb(t), "/root/op-dbus.deb"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.Exec(ctx, "dpkg", "-i", "/root/op-dbus.deb"); err != nil {
+		t.Fatalf("dpkg -i: %v\n%s\n%s", err, out, journal(ctx, b))
+	}
+}
+
+// The .deb on a booted Debian: dpkg -i leaves op-dbus.service enabled and
+// running in report mode on a state that manages nothing, owning
+// org.opdbus1 and serving the API socket; removal stops it, purge removes
+// its state directory.
+func TestTestbedBootedDebInstall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b := testbed.NewBootedHost(t)
+	in := func(argv ...string) string {
+		t.Helper()
+		out, err := b.Exec(ctx, argv...)
+		if err != nil {
+			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
+		}
+		return strings.TrimSpace(out)
+	}
+	installDeb(t, ctx, b)
+	if got := in("systemctl", "is-enabled", "op-dbus.service"); got != "enabled" {
+		t.Errorf("op-dbus.service is %s after dpkg -i", got)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err := b.Exec(ctx, "busctl", "get-property", "org.opdbus1", "/org/opdbus1", "org.opdbus1.Manager", "Mode")
+		if err == nil {
+			if strings.TrimSpace(out) != `s "report"` {
+				t.Errorf("Mode %s, want report", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("org.opdbus1 not on the bus after dpkg -i: %v %s\n%s", err, out, journal(ctx, b))
 		}
 	}
-	in("chmod", "0755", "/usr/bin/op-dbus")
-	in("busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig")
-	in("systemctl", "daemon-reload")
-	in("systemctl", "enable", "--now", "op-dbus.service")
-
-	return b
+	in("test", "-S", "/run/op-dbus/api.sock")
+	in("test", "-d", "/var/lib/op-dbus")
+	if out := in("op-dbus", "validate", "/etc/op-dbus/state.yaml"); !strings.Contains(out, "valid") {
+		t.Errorf("validate the default state: %s", out)
+	}
+	in("test", "-f", "/usr/share/man/man1/op-dbus-apply.1.gz")
+	in("dpkg", "-r", "op-dbus")
+	if got, _ := b.Exec(ctx, "systemctl", "is-active", "op-dbus.service"); strings.TrimSpace(got) == "active" {
+		t.Errorf("op-dbus.service still active after dpkg -r")
+	}
+	in("dpkg", "--purge", "op-dbus")
+	if _, err := b.Exec(ctx, "test", "-e", "/var/lib/op-dbus"); err == nil {
+		t.Errorf("/var/lib/op-dbus left after purge")
+	}
 }
 
 // journal is op-dbus.service's journal inside the booted host.
@@ -285,7 +380,10 @@ func TestTestbedBootedReloadAndKilledMidApply(t *testing.T) {
 		}
 	}
 	isActive := func(u string) func() bool {
-		return func() bool { out, _ := b.Exec(ctx, "systemctl", "is-active", u); return strings.TrimSpace(out) == "active" }
+		return func() bool {
+			out, _ := b.Exec(ctx, "systemctl", "is-active", u)
+			return strings.TrimSpace(out) == "active"
+		}
 	}
 	waitIn("demo.service started", isActive("demo.service"))
 
