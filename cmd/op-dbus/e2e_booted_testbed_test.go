@@ -78,6 +78,23 @@ func TestTestbedBootedShippedUnitEnforces(t *testing.T) {
 		t.Fatalf("op-dbus.service is %s", got)
 	}
 
+	// Through org.opdbus1 on the booted host's system bus (root may Apply
+	// under the shipped bus policy): plan, then apply by plan hash.
+	out := in("busctl", "--json=short", "call", "org.opdbus1", "/org/opdbus1", "org.opdbus1.Manager", "Plan", "s",
+		`{"version":1,"plugins":{"hostname":{"location":"set over D-Bus"}}}`)
+	var plan struct {
+		Data []string `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || len(plan.Data) != 2 {
+		t.Fatalf("Plan over D-Bus: %v %s", err, out)
+	}
+	if out := in("busctl", "--json=short", "call", "org.opdbus1", "/org/opdbus1", "org.opdbus1.Manager", "Apply", "s", plan.Data[0]); !strings.Contains(out, `\"success\":true`) {
+		t.Fatalf("Apply over D-Bus: %s", out)
+	}
+	if got := in("hostnamectl", "--json=short"); !strings.Contains(got, `"set over D-Bus"`) {
+		t.Errorf("hostnamectl after the D-Bus apply: %s", got)
+	}
+
 	in("systemctl", "stop", "demo.service")
 	waitIn("demo.service restarted by the daemon", active)
 	in("ip", "addr", "del", "10.213.9.2/24", "dev", "host0")
@@ -89,7 +106,7 @@ func TestTestbedBootedShippedUnitEnforces(t *testing.T) {
 		}
 	}
 
-	out, _ := b.Exec(ctx, "systemd-analyze", "security", "--no-pager", "op-dbus.service")
+	out, _ = b.Exec(ctx, "systemd-analyze", "security", "--no-pager", "op-dbus.service")
 	if i := strings.LastIndex(out, "Overall exposure level"); i >= 0 {
 		t.Logf("systemd-analyze security op-dbus.service: %s", strings.TrimSpace(out[i:]))
 		if os.Getenv("OPDBUS_SHOW_SECURITY") != "" {
