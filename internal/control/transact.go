@@ -45,6 +45,8 @@ type Request struct {
 	OnWait func(deadline time.Time)
 	// Events receives progress (engine.WithEvents).
 	Events func(engine.Event)
+	// OnStart is told the transaction's journal ID before anything changes.
+	OnStart func(id string)
 }
 
 // Outcome is a transaction's result.
@@ -55,6 +57,9 @@ type Outcome struct {
 	Recovered *engine.RollbackResult
 	// Txn is the transaction's result; nil when the plan was empty.
 	Txn *txn.Outcome
+	// AuditSeq is the sequence number of the transaction's audit entry
+	// (0 when none was written).
+	AuditSeq uint64
 }
 
 // Err is nil when the transaction applied and verified (or had nothing to do).
@@ -151,8 +156,15 @@ func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
 			if req.OnWait != nil {
 				req.OnWait(deadline)
 			}
-		}}
+		}, OnStart: req.OnStart}
+	rec, _ := m.Recorder.(*txn.LedgerRecorder)
+	if rec != nil {
+		rec.Seq = 0 // not a recovery's entry
+	}
 	out.Txn, err = m.Apply(engine.WithEvents(ctx, req.Events), req.Doc, p, opt)
+	if rec != nil {
+		out.AuditSeq = rec.Seq
+	}
 	if armed != "" {
 		s.disarm(context.WithoutCancel(ctx), armed)
 	}
