@@ -57,9 +57,10 @@ type Outcome struct {
 	Recovered *engine.RollbackResult
 	// Txn is the transaction's result; nil when the plan was empty.
 	Txn *txn.Outcome
-	// AuditSeq is the sequence number of the transaction's audit entry
-	// (0 when none was written).
+	// AuditSeq is the sequence number of the transaction's audit entry,
+	// when Audited (one was written).
 	AuditSeq uint64
+	Audited  bool
 }
 
 // Err is nil when the transaction applied and verified (or had nothing to do).
@@ -159,11 +160,11 @@ func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
 		}, OnStart: req.OnStart}
 	rec, _ := m.Recorder.(*txn.LedgerRecorder)
 	if rec != nil {
-		rec.Seq = 0 // not a recovery's entry
+		rec.Recorded = false // not a recovery's entry
 	}
 	out.Txn, err = m.Apply(engine.WithEvents(ctx, req.Events), req.Doc, p, opt)
 	if rec != nil {
-		out.AuditSeq = rec.Seq
+		out.AuditSeq, out.Audited = rec.Seq, rec.Recorded
 	}
 	if armed != "" {
 		s.disarm(context.WithoutCancel(ctx), armed)

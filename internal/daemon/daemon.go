@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -493,8 +494,8 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 		plan = res.Plan
 	}
 	lf := cl.fields()
-	if res != nil {
-		lf = lf.With(journallog.FieldAuditSeq, journallog.Seq(res.AuditSeq))
+	if res != nil && res.Audited {
+		lf = lf.With(journallog.FieldAuditSeq, strconv.FormatUint(res.AuditSeq, 10))
 	}
 	dur := time.Since(start)
 	result, backoffWhy := "success", ""

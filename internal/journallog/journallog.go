@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"sync"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -51,14 +50,6 @@ func (f Fields) With(name, value string) Fields {
 		out[name] = value
 	}
 	return out
-}
-
-// Seq renders an audit sequence number ("" for 0: none).
-func Seq(n uint64) string {
-	if n == 0 {
-		return ""
-	}
-	return strconv.FormatUint(n, 10)
 }
 
 // Logger writes entries to the journal or to a writer.

@@ -14,8 +14,9 @@ type LedgerRecorder struct {
 	Log    *ledger.Log
 	Source string // cli, daemon, api, mcp
 	Client string // who asked, for ledger.Actor.Client
-	// Seq is the sequence number of the last entry recorded (0: none yet).
-	Seq uint64
+	// Seq is the sequence number of the last entry recorded, when Recorded.
+	Seq      uint64
+	Recorded bool
 }
 
 // Record implements Recorder.
@@ -40,7 +41,7 @@ func (r *LedgerRecorder) Record(rec Record) error {
 	}
 	seq, err := r.Log.Append(e)
 	if err == nil {
-		r.Seq = seq
+		r.Seq, r.Recorded = seq, true
 	}
 	return err
 }
