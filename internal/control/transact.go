@@ -7,6 +7,7 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/journallog"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -148,7 +149,7 @@ func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
 				return
 			}
 			if err := s.opts.Deadlines.Arm(ctx, id, deadline); err != nil {
-				s.opts.Log("confirm deadline: %v (it is kept by this process only)", err)
+				s.logAt(journallog.Warning, journallog.Fields{journallog.FieldTxn: id}, "confirm deadline: %v (it is kept by this process only)", err)
 				return
 			}
 			armed = id
@@ -179,7 +180,7 @@ func (s *Service) disarm(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.opts.Deadlines.Disarm(ctx, id); err != nil {
-		s.opts.Log("confirm deadline of transaction %s: %v", id, err)
+		s.logAt(journallog.Warning, journallog.Fields{journallog.FieldTxn: id}, "confirm deadline of transaction %s: %v", id, err)
 	}
 }
 
@@ -355,7 +356,7 @@ func (s *Service) openLog() (*ledger.Log, error) {
 		return nil, errkind.New(errkind.Damaged, fmt.Errorf("audit log: %w (op-dbus changes nothing it cannot record)", err))
 	}
 	for _, r := range log.Repairs() {
-		s.opts.Log("audit log repaired after a crash: %s", r)
+		s.logAt(journallog.Warning, nil, "audit log repaired after a crash: %s", r)
 	}
 	return log, nil
 }
