@@ -13,7 +13,7 @@ buildGoModule {
 
   # Hash of `go mod vendor`; update it when go.mod or go.sum change
   # (build once with lib.fakeHash and copy the hash Nix reports).
-  vendorHash = "sha256-HbcV6ycw0ufaDnPKZh6kY3DcBLuhq2yWwBbQQ3K8750=";
+  vendorHash = "sha256-wbCtdyukPIvJgAib7MLA3MwjMldpFVCXWqIwr4Vcgyc=";
 
   subPackages = [ "cmd/op-dbus" ];
 

@@ -193,7 +193,7 @@ func newIndexBuildCmd(g *globals, update bool) *cobra.Command {
 				}
 			}
 			src := search.Sources{Buses: g.searchBuses(sel, callTimeout), Flags: g.flagString(),
-				Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}
+				Log: g.logger().Printf}
 			if !sel.NoPlugins {
 				e, done := g.engine()
 				defer done()

@@ -148,13 +148,14 @@ func runServe(g *globals, f *serveFlags) error {
 	// second old for the rest; plan and apply always read live.
 	e, done := g.engine()
 	defer done()
-	logf := func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }
+	lg := g.logger()
+	logf := lg.Printf
 	sopts := g.serviceOptions(e, "daemon")
 	sopts.QueryCacheTTL = time.Second
 	svc := control.New(sopts)
 	defer svc.Close()
 	opts := daemon.Options{StatePath: f.state, StateDir: g.stateDir, Mode: f.mode, User: g.user,
-		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures, AuditVerify: f.auditVerify, Log: logf}
+		Interval: f.interval, Debounce: f.debounce, MaxFailures: f.maxFailures, AuditVerify: f.auditVerify, Log: logf, Logger: lg}
 	if format == "json" {
 		opts.Events = g.stdout
 	}

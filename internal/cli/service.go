@@ -22,7 +22,7 @@ func (g *globals) service() (*control.Service, func()) {
 func (g *globals) serviceOptions(e *engine.Engine, source string) control.Options {
 	o := control.Options{StateDir: g.stateDir, Engine: e, User: g.user, OVSDB: g.ovsdb, Source: source,
 		SnapshotKeep: g.snapshotKeep, SnapshotMaxAge: g.snapshotMaxAge,
-		Log: func(format string, args ...any) { fmt.Fprintf(g.stderr, "op-dbus: "+format+"\n", args...) }}
+		Logger: g.logger()}
 	if !g.confirmInProcess {
 		o.Deadlines = g.deadlines()
 	}

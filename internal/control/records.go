@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/journallog"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 )
@@ -37,12 +38,12 @@ func (s *Service) Note(e ledger.Entry) {
 	}
 	l, err := s.openLog()
 	if err != nil {
-		s.opts.Log("audit log: %v", err)
+		s.logAt(journallog.Err, nil, "audit log: %v", err)
 		return
 	}
 	defer l.Close()
 	if _, err := l.Append(e); err != nil {
-		s.opts.Log("audit log: %v", err)
+		s.logAt(journallog.Err, nil, "audit log: %v", err)
 	}
 }
 

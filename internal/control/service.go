@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/op-dbus/op-dbus/internal/engine"
+	"github.com/op-dbus/op-dbus/internal/journallog"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/statedir"
 )
@@ -50,6 +51,9 @@ type Options struct {
 	// Log receives one-line notices for people: an audit log repaired after
 	// a crash, a recovered transaction, a btrfs snapshot.
 	Log func(format string, args ...any)
+	// Logger, if set, gets those notices with a priority and journal
+	// fields (TXN=); Log then defaults to its Printf.
+	Logger *journallog.Logger
 }
 
 // DefaultSnapshotKeep is the retention every front end uses unless told
@@ -81,6 +85,9 @@ type core struct {
 func New(opts Options) *Service {
 	if opts.Source == "" {
 		opts.Source = "api"
+	}
+	if opts.Log == nil && opts.Logger != nil {
+		opts.Log = opts.Logger.Printf
 	}
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}

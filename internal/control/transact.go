@@ -7,6 +7,7 @@ import (
 
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/journallog"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/snapshot"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -45,6 +46,8 @@ type Request struct {
 	OnWait func(deadline time.Time)
 	// Events receives progress (engine.WithEvents).
 	Events func(engine.Event)
+	// OnStart is told the transaction's journal ID before anything changes.
+	OnStart func(id string)
 }
 
 // Outcome is a transaction's result.
@@ -55,6 +58,10 @@ type Outcome struct {
 	Recovered *engine.RollbackResult
 	// Txn is the transaction's result; nil when the plan was empty.
 	Txn *txn.Outcome
+	// AuditSeq is the sequence number of the transaction's audit entry,
+	// when Audited (one was written).
+	AuditSeq uint64
+	Audited  bool
 }
 
 // Err is nil when the transaction applied and verified (or had nothing to do).
@@ -142,7 +149,7 @@ func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
 				return
 			}
 			if err := s.opts.Deadlines.Arm(ctx, id, deadline); err != nil {
-				s.opts.Log("confirm deadline: %v (it is kept by this process only)", err)
+				s.logAt(journallog.Warning, journallog.Fields{journallog.FieldTxn: id}, "confirm deadline: %v (it is kept by this process only)", err)
 				return
 			}
 			armed = id
@@ -151,8 +158,15 @@ func (s *Service) Transact(ctx context.Context, req Request) (*Outcome, error) {
 			if req.OnWait != nil {
 				req.OnWait(deadline)
 			}
-		}}
+		}, OnStart: req.OnStart}
+	rec, _ := m.Recorder.(*txn.LedgerRecorder)
+	if rec != nil {
+		rec.Recorded = false // not a recovery's entry
+	}
 	out.Txn, err = m.Apply(engine.WithEvents(ctx, req.Events), req.Doc, p, opt)
+	if rec != nil {
+		out.AuditSeq, out.Audited = rec.Seq, rec.Recorded
+	}
 	if armed != "" {
 		s.disarm(context.WithoutCancel(ctx), armed)
 	}
@@ -166,7 +180,7 @@ func (s *Service) disarm(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.opts.Deadlines.Disarm(ctx, id); err != nil {
-		s.opts.Log("confirm deadline of transaction %s: %v", id, err)
+		s.logAt(journallog.Warning, journallog.Fields{journallog.FieldTxn: id}, "confirm deadline of transaction %s: %v", id, err)
 	}
 }
 
@@ -342,7 +356,7 @@ func (s *Service) openLog() (*ledger.Log, error) {
 		return nil, errkind.New(errkind.Damaged, fmt.Errorf("audit log: %w (op-dbus changes nothing it cannot record)", err))
 	}
 	for _, r := range log.Repairs() {
-		s.opts.Log("audit log repaired after a crash: %s", r)
+		s.logAt(journallog.Warning, nil, "audit log repaired after a crash: %s", r)
 	}
 	return log, nil
 }

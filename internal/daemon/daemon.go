@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/errkind"
+	"github.com/op-dbus/op-dbus/internal/journallog"
 	"github.com/op-dbus/op-dbus/internal/ledger"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -74,6 +76,9 @@ type Options struct {
 	Events io.Writer
 	// Log receives one-line messages for people (stderr, the journal).
 	Log func(format string, args ...any)
+	// Logger, if set, gets the lines with a priority and journal fields
+	// (PLUGIN=, OP=, TXN=, AUDIT_SEQ=); Log then defaults to its Printf.
+	Logger *journallog.Logger
 	// Listener, if set, is told about events, drift and corrections.
 	Listener Listener
 	// NoWatch turns the watchers off (tests of the loop alone).
@@ -149,6 +154,9 @@ func New(svc *control.Service, opts Options) (*Daemon, error) {
 	}
 	if opts.AuditVerify == 0 {
 		opts.AuditVerify = time.Hour
+	}
+	if opts.Log == nil && opts.Logger != nil {
+		opts.Log = opts.Logger.Printf
 	}
 	if opts.Log == nil {
 		opts.Log = func(string, ...any) {}
@@ -393,7 +401,7 @@ func (d *Daemon) evaluate(ctx context.Context, name string, since time.Time, why
 		}
 		if ps.lastErr != err.Error() {
 			ps.lastErr = err.Error()
-			d.opts.Log("check %s: %v (will retry on the next event or reconcile)", name, err)
+			d.logAt(journallog.Err, journallog.Plugin(name), "check %s: %v (will retry on the next event or reconcile)", name, err)
 			d.emit(map[string]any{"event": "error", "plugin": name, "error": err.Error()})
 		}
 		return
@@ -411,7 +419,7 @@ func (d *Daemon) evaluate(ctx context.Context, name string, since time.Time, why
 	if sig != prevSig {
 		if items > 0 {
 			for _, l := range lines {
-				d.opts.Log("drift: %s: %s", name, l)
+				d.logAt(journallog.Warning, journallog.Plugin(name), "drift: %s: %s", name, l)
 			}
 			d.emit(map[string]any{"event": "drift", "plugin": name, "items": items, "changes": lines,
 				"latency_ms": float64(latency.Microseconds()) / 1000, "trigger": why})
@@ -420,7 +428,7 @@ func (d *Daemon) evaluate(ctx context.Context, name string, since time.Time, why
 				Message: fmt.Sprintf("%s: %d %s drifted: %s", name, items, plural(items, "item", "items"), strings.Join(lines, "; ")),
 				Extra:   mustJSON(map[string]any{"mode": d.opts.Mode, "items": items, "trigger": why})})
 		} else if prevItems > 0 {
-			d.opts.Log("in sync: %s", name)
+			d.logAt(journallog.Info, journallog.Plugin(name), "in sync: %s", name)
 			d.emit(map[string]any{"event": "in_sync", "plugin": name, "latency_ms": float64(latency.Microseconds()) / 1000})
 			d.audit(ledger.Entry{Kind: "drift", Plugins: []string{name}, Document: doc.Hash(),
 				Before: state.HashOf(plan.Current), Result: "resolved", Message: name + ": back in sync"})
@@ -469,15 +477,17 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 	if now.Before(ps.backoffUntil) {
 		if !ps.backoffLog {
 			ps.backoffLog = true
-			d.opts.Log("enforce: %s: not correcting until %s (backing off)", name, ps.backoffUntil.Format(time.RFC3339))
+			d.logAt(journallog.Warning, journallog.Plugin(name), "enforce: %s: not correcting until %s (backing off)", name, ps.backoffUntil.Format(time.RFC3339))
 		}
 		return
 	}
 	ps.backoffLog = false
 	start := time.Now()
-	res, err := d.svc.Transact(ctx, control.Request{Kind: "correction", Client: "op-dbus serve", Doc: sub})
+	cl := &correctionLog{d: d, name: name}
+	res, err := d.svc.Transact(ctx, control.Request{Kind: "correction", Client: "op-dbus serve", Doc: sub,
+		OnStart: cl.start, Events: cl.event})
 	if errkind.Is(err, errkind.Locked) {
-		d.opts.Log("enforce: %s: correction deferred: %v", name, err)
+		d.logAt(journallog.Info, journallog.Plugin(name), "enforce: %s: correction deferred: %v", name, err)
 		return
 	}
 	if err == nil {
@@ -486,6 +496,10 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 	if res != nil && res.Plan != nil {
 		plan = res.Plan
 	}
+	lf := cl.fields()
+	if res != nil && res.Audited {
+		lf = lf.With(journallog.FieldAuditSeq, strconv.FormatUint(res.AuditSeq, 10))
+	}
 	dur := time.Since(start)
 	result, backoffWhy := "success", ""
 	ev := map[string]any{"event": "correction", "plugin": name, "ops": len(plan.Ops), "duration_ms": dur.Milliseconds()}
@@ -493,7 +507,7 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 		result = "failed"
 		ps.failures++
 		ev["error"] = err.Error()
-		d.opts.Log("enforce: %s: correction failed (%d in a row): %v", name, ps.failures, err)
+		d.logAt(journallog.Err, lf, "enforce: %s: correction failed (%d in a row): %v", name, ps.failures, err)
 		if ps.failures >= d.opts.MaxFailures {
 			backoffWhy = fmt.Sprintf("%d failed corrections in a row", ps.failures)
 		}
@@ -507,7 +521,7 @@ func (d *Daemon) correct(ctx context.Context, name string, sub *state.Document, 
 			}
 		}
 		ps.corrections = keep
-		d.opts.Log("enforce: %s: corrected %d %s", name, len(plan.Ops), plural(len(plan.Ops), "op", "ops"))
+		d.logAt(journallog.Info, lf, "enforce: %s: corrected %d %s", name, len(plan.Ops), plural(len(plan.Ops), "op", "ops"))
 		if len(ps.corrections) >= maxCorrections {
 			backoffWhy = fmt.Sprintf("%d corrections within %s: something keeps undoing them", len(ps.corrections), correctionWindow)
 			ps.corrections = nil
@@ -535,7 +549,7 @@ func (d *Daemon) backOff(name string, ps *pluginState, why string) {
 		ps.backoff = min(2*ps.backoff, maxBackoff)
 	}
 	ps.backoffUntil = time.Now().Add(ps.backoff)
-	d.opts.Log("enforce: %s: %s; backing off for %s (drift is still reported)", name, why, ps.backoff)
+	d.logAt(journallog.Warning, journallog.Plugin(name), "enforce: %s: %s; backing off for %s (drift is still reported)", name, why, ps.backoff)
 	d.emit(map[string]any{"event": "backoff", "plugin": name, "reason": why, "seconds": ps.backoff.Seconds()})
 }
 
@@ -543,7 +557,7 @@ func (d *Daemon) backOff(name string, ps *pluginState, why string) {
 // event); the service then refuses every change until a person looks.
 func (d *Daemon) verifyAudit() {
 	if err := d.svc.VerifyAuditLog(); err != nil {
-		d.opts.Log("audit log: %v; no change will be applied until it is looked at (op-dbus audit verify)", err)
+		d.logAt(journallog.Err, nil, "audit log: %v; no change will be applied until it is looked at (op-dbus audit verify)", err)
 		d.emit(map[string]any{"event": "audit_damaged", "error": err.Error()})
 		return
 	}

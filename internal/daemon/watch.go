@@ -14,6 +14,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/op-dbus/op-dbus/internal/dbusx"
+	"github.com/op-dbus/op-dbus/internal/journallog"
 	"github.com/op-dbus/op-dbus/internal/plugin"
 	"github.com/op-dbus/op-dbus/internal/plugins/systemd"
 	"github.com/op-dbus/op-dbus/internal/state"
@@ -127,7 +128,7 @@ func (d *Daemon) watch(ctx context.Context, w *watcher) {
 				return
 			}
 			if !reported {
-				d.opts.Log("watch %s: %v; retrying", w.plugin, err)
+				d.logAt(journallog.Warning, journallog.Plugin(w.plugin), "watch %s: %v; retrying", w.plugin, err)
 				reported = true
 			}
 			select {
@@ -139,7 +140,7 @@ func (d *Daemon) watch(ctx context.Context, w *watcher) {
 			continue
 		}
 		if reported {
-			d.opts.Log("watch %s: connected to the %s again", w.plugin, w.bus)
+			d.logAt(journallog.Info, journallog.Plugin(w.plugin), "watch %s: connected to the %s again", w.plugin, w.bus)
 		}
 		reported, backoff = false, 100*time.Millisecond
 		d.Changed(w.plugin)
@@ -149,7 +150,7 @@ func (d *Daemon) watch(ctx context.Context, w *watcher) {
 		}
 		_ = sub.Close()
 		if ctx.Err() == nil {
-			d.opts.Log("watch %s: lost the %s; reconnecting", w.plugin, w.bus)
+			d.logAt(journallog.Warning, journallog.Plugin(w.plugin), "watch %s: lost the %s; reconnecting", w.plugin, w.bus)
 			reported = true
 		}
 	}
@@ -167,7 +168,7 @@ func (d *Daemon) watchPlugin(ctx context.Context, name string, pw plugin.Watcher
 		err := pw.Watch(ctx, func() {
 			once.Do(func() {
 				if lost.Swap(false) {
-					d.opts.Log("watch %s: watching again", name)
+					d.logAt(journallog.Info, journallog.Plugin(name), "watch %s: watching again", name)
 				}
 			})
 			d.Changed(name)
@@ -179,7 +180,7 @@ func (d *Daemon) watchPlugin(ctx context.Context, name string, pw plugin.Watcher
 			err = errors.New("watch ended")
 		}
 		if !lost.Swap(true) {
-			d.opts.Log("watch %s: %v; retrying", name, err)
+			d.logAt(journallog.Warning, journallog.Plugin(name), "watch %s: %v; retrying", name, err)
 		}
 		if time.Since(started) > time.Minute {
 			backoff = 100 * time.Millisecond // it had been working

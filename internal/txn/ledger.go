@@ -14,6 +14,9 @@ type LedgerRecorder struct {
 	Log    *ledger.Log
 	Source string // cli, daemon, api, mcp
 	Client string // who asked, for ledger.Actor.Client
+	// Seq is the sequence number of the last entry recorded, when Recorded.
+	Seq      uint64
+	Recorded bool
 }
 
 // Record implements Recorder.
@@ -36,7 +39,10 @@ func (r *LedgerRecorder) Record(rec Record) error {
 	if len(extra) > 0 {
 		e.Extra, _ = json.Marshal(extra)
 	}
-	_, err := r.Log.Append(e)
+	seq, err := r.Log.Append(e)
+	if err == nil {
+		r.Seq, r.Recorded = seq, true
+	}
 	return err
 }
 

@@ -91,6 +91,9 @@ type Options struct {
 	// OnWait is called once the transaction waits for confirmation, with
 	// the journal's transaction ID.
 	OnWait func(id string, deadline time.Time)
+	// OnStart, when set, is told the journal's transaction ID once the
+	// journal holds the transaction, before anything changes.
+	OnStart func(id string)
 	// Source and Client name the front end and the actor that started the
 	// transaction; the journal keeps them so that a recovery by another
 	// process records whose change it undid.
@@ -100,6 +103,8 @@ type Options struct {
 // Outcome is a transaction's result.
 type Outcome struct {
 	Result *engine.Result
+	// ID is the journal's transaction ID ("" when the plan was empty).
+	ID string
 	// Snapshot is the pre-apply snapshot's ID.
 	Snapshot string
 	// Confirmed is false when a confirm timer ran out (the changes were then
@@ -175,6 +180,10 @@ func (m *Manager) Apply(ctx context.Context, doc *state.Document, plan *engine.P
 		Document: doc.Hash(), Snapshot: out.Snapshot, PreState: pre, Items: items, Ops: len(plan.Ops)}
 	if err := writeJournal(m.Dir, j); err != nil {
 		return nil, fmt.Errorf("write journal: %w (nothing was changed)", err)
+	}
+	out.ID = j.ID
+	if opt.OnStart != nil {
+		opt.OnStart(j.ID)
 	}
 	res := m.Engine.Apply(ctx, doc, plan)
 	out.Result = res
