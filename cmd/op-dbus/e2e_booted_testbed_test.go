@@ -95,6 +95,18 @@ func TestTestbedBootedShippedUnitEnforces(t *testing.T) {
 		t.Errorf("hostnamectl after the D-Bus apply: %s", got)
 	}
 
+	// Through the API socket inside the booted host (reached through the
+	// container's root): plan and apply by plan hash.
+	api := unixClient(filepath.Join(b.Root(), "run", "op-dbus", "api.sock"))
+	var p struct {
+		PlanHash string `json:"plan_hash"`
+	}
+	apiPost(t, api, "/v1/plan", `{"version":1,"plugins":{"hostname":{"location":"set over the API"}}}`, 200, &p)
+	apiPost(t, api, "/v1/apply", fmt.Sprintf(`{"plan_hash":%q}`, p.PlanHash), 200, nil)
+	if got := in("hostnamectl", "--json=short"); !strings.Contains(got, `"set over the API"`) {
+		t.Errorf("hostnamectl after the API apply: %s", got)
+	}
+
 	in("systemctl", "stop", "demo.service")
 	waitIn("demo.service restarted by the daemon", active)
 	in("ip", "addr", "del", "10.213.9.2/24", "dev", "host0")
