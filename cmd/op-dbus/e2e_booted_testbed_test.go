@@ -27,22 +27,8 @@ func TestTestbedBootedShippedUnitEnforces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b := bootedEnforcing(t, ctx)
-	in := func(argv ...string) string {
-		t.Helper()
-		out, err := b.Exec(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
-		}
-		return strings.TrimSpace(out)
-	}
-	waitIn := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(45 * time.Second); !ok(); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 45 s\n%s", what, journal(ctx, b))
-			}
-		}
-	}
+	in := bootedIn(t, ctx, b)
+	waitIn := bootedWait(t, ctx, b, 45*time.Second)
 	active := func() bool {
 		out, _ := b.Exec(ctx, "systemctl", "is-active", "demo.service")
 		return strings.TrimSpace(out) == "active"
@@ -144,14 +130,7 @@ func bootedEnforcing(t testing.TB, ctx context.Context) *testbed.BootedHost {
 			t.Fatalf("%v on the bed's side: %v\n%s", argv, err, out)
 		}
 	}
-	in := func(argv ...string) string {
-		t.Helper()
-		out, err := b.Exec(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
-		}
-		return strings.TrimSpace(out)
-	}
+	in := bootedIn(t, ctx, b)
 	host("ip", "addr", "add", "10.213.9.1/24", "dev", "ve-booted")
 	host("ip", "link", "set", "ve-booted", "up")
 
@@ -245,14 +224,7 @@ func TestTestbedBootedDebInstall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b := testbed.NewBootedHost(t)
-	in := func(argv ...string) string {
-		t.Helper()
-		out, err := b.Exec(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
-		}
-		return strings.TrimSpace(out)
-	}
+	in := bootedIn(t, ctx, b)
 	installDeb(t, ctx, b)
 	if got := in("systemctl", "is-enabled", "op-dbus.service"); got != "enabled" {
 		t.Errorf("op-dbus.service is %s after dpkg -i", got)
@@ -282,6 +254,31 @@ func TestTestbedBootedDebInstall(t *testing.T) {
 	in("dpkg", "--purge", "op-dbus")
 	if _, err := b.Exec(ctx, "test", "-e", "/var/lib/op-dbus"); err == nil {
 		t.Errorf("/var/lib/op-dbus left after purge")
+	}
+}
+
+// bootedIn runs a command in the booted host and fails the test, with the
+// daemon's journal, when it fails.
+func bootedIn(t testing.TB, ctx context.Context, b *testbed.BootedHost) func(argv ...string) string {
+	return func(argv ...string) string {
+		t.Helper()
+		out, err := b.Exec(ctx, argv...)
+		if err != nil {
+			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
+		}
+		return strings.TrimSpace(out)
+	}
+}
+
+// bootedWait polls ok until it holds, failing the test after limit.
+func bootedWait(t testing.TB, ctx context.Context, b *testbed.BootedHost, limit time.Duration) func(what string, ok func() bool) {
+	return func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(limit); !ok(); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s\n%s", what, limit, journal(ctx, b))
+			}
+		}
 	}
 }
 
@@ -392,22 +389,8 @@ func TestTestbedBootedReloadAndKilledMidApply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b := bootedEnforcing(t, ctx)
-	in := func(argv ...string) string {
-		t.Helper()
-		out, err := b.Exec(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%v in the booted host: %v\n%s\n%s", argv, err, out, journal(ctx, b))
-		}
-		return strings.TrimSpace(out)
-	}
-	waitIn := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(60 * time.Second); !ok(); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 60 s\n%s", what, journal(ctx, b))
-			}
-		}
-	}
+	in := bootedIn(t, ctx, b)
+	waitIn := bootedWait(t, ctx, b, 60*time.Second)
 	isActive := func(u string) func() bool {
 		return func() bool {
 			out, _ := b.Exec(ctx, "systemctl", "is-active", u)
