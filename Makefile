@@ -52,7 +52,7 @@ interop-deps:
 	cd test/mcp-interop && npm ci --no-audit --no-fund
 
 test: deps interop-deps check
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) deb-test
 
 unit:
