@@ -19,21 +19,9 @@ import (
 // every apply) also takes a read-only btrfs snapshot of it. The loop mount
 // lives in a private mount namespace and dies with it.
 func TestTestbedBtrfsSnapshotOfStateDir(t *testing.T) {
-	testbed.Program(t, "mkfs.btrfs", "btrfs-progs")
-	testbed.Program(t, "btrfs", "btrfs-progs")
-	testbed.Program(t, "unshare", "util-linux")
 	_, env := identityBed(t)
 	dir := t.TempDir()
-	img := filepath.Join(dir, "img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.btrfs: %v %s", err, out)
-	}
+	img := btrfsImage(t, dir)
 	doc := writeFile(t, dir, "d.json", `{"version":1,"plugins":{"hostname":{"location":"on btrfs"}}}`)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
@@ -71,21 +59,9 @@ ls "$MNT"/state/.btrfs-snapshots/*/
 // snapshots are left, named after the two snapshots `snapshot list` keeps,
 // and the deletion is in the audit log.
 func TestTestbedBtrfsSnapshotsPruned(t *testing.T) {
-	testbed.Program(t, "mkfs.btrfs", "btrfs-progs")
-	testbed.Program(t, "btrfs", "btrfs-progs")
-	testbed.Program(t, "unshare", "util-linux")
 	_, env := identityBed(t)
 	dir := t.TempDir()
-	img := filepath.Join(dir, "img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.btrfs: %v %s", err, out)
-	}
+	img := btrfsImage(t, dir)
 	for i := 1; i <= 3; i++ {
 		writeFile(t, dir, fmt.Sprintf("d%d.json", i), fmt.Sprintf(`{"version":1,"plugins":{"hostname":{"location":"btrfs %d"}}}`, i))
 	}
@@ -130,4 +106,24 @@ echo "audit:"; "$BIN" --state-dir="$MNT/state" audit log -o json
 	if !strings.Contains(auditPart, "pruned btrfs snapshots") {
 		t.Errorf("the btrfs pruning is not in the audit log:\n%s", auditPart)
 	}
+}
+
+// btrfsImage makes a 256 MiB btrfs image file in dir (mounted by the tests
+// inside a private mount namespace), failing in CI without btrfs-progs.
+func btrfsImage(t *testing.T, dir string) string {
+	t.Helper()
+	testbed.Program(t, "mkfs.btrfs", "btrfs-progs")
+	testbed.Program(t, "btrfs", "btrfs-progs")
+	testbed.Program(t, "unshare", "util-linux")
+	img := filepath.Join(dir, "img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs: %v %s", err, out)
+	}
+	return img
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/op-dbus/op-dbus/internal/control"
 	"github.com/op-dbus/op-dbus/internal/dbusx"
 	"github.com/op-dbus/op-dbus/internal/engine"
 	"github.com/op-dbus/op-dbus/internal/errkind"
@@ -150,7 +151,7 @@ Exit codes: 0 in sync or applied, 2 changes present, 1 error.`,
 	pf.StringVarP(&g.output, "output", "o", "", "output format: text, json or yaml (query defaults to json)")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Minute, "give up on the whole command after this long")
 	pf.BoolVar(&g.noColor, "no-color", false, "never color the output (NO_COLOR is honored too)")
-	pf.IntVar(&g.snapshotKeep, "snapshot-keep", 200, "keep at most this many snapshots (0: no limit); pruned ones are recorded in the audit log")
+	pf.IntVar(&g.snapshotKeep, "snapshot-keep", control.DefaultSnapshotKeep, "keep at most this many snapshots (0: no limit); pruned ones are recorded in the audit log")
 	pf.DurationVar(&g.snapshotMaxAge, "snapshot-max-age", 0, "delete snapshots older than this, e.g. 2160h (0: keep)")
 	pf.BoolVar(&g.confirmInProcess, "confirm-in-process", false, "keep a --confirm-within deadline in this process only (it dies with it); by default a systemd timer keeps it, and without systemd --confirm-within is refused")
 	root.AddCommand(

@@ -106,9 +106,6 @@ func New(opts Options) *Service {
 // its own plans (a plan is applied through the front end that made it).
 func (s *Service) As(source string) *Service { return &Service{core: s.core, source: source} }
 
-// Source is what this view records in the audit log.
-func (s *Service) Source() string { return s.source }
-
 // Engine is the plugin set the service drives.
 func (s *Service) Engine() *engine.Engine { return s.engine }
 

@@ -252,10 +252,6 @@ func (s *Service) Recover(ctx context.Context, ifDeadlinePassed bool) (*Recovery
 	return r, nil
 }
 
-// PendingJournal returns the journal of a transaction that has not ended
-// (nil if none).
-func (s *Service) PendingJournal() (*txn.Journal, error) { return txn.ReadJournal(s.StateDir()) }
-
 // Commit confirms the transaction waiting for confirmation (in this or
 // another process) and waits up to wait for it to acknowledge.
 func (s *Service) Commit(wait time.Duration) error { return txn.Commit(s.StateDir(), wait) }

@@ -1,7 +1,8 @@
 // Package errkind gives op-dbus's errors a kind that front ends switch on,
 // never on the message text, and maps each kind once to what each front
-// end speaks: a CLI exit code, an HTTP status and code, a D-Bus error name
-// and an MCP (JSON-RPC) error code.
+// end speaks: a CLI exit code, an HTTP status and code, a D-Bus error name.
+// MCP reports tool failures inside the tool result (as the MCP spec asks),
+// named by Code.
 package errkind
 
 import (
@@ -89,23 +90,21 @@ type mapping struct {
 	exit   int
 	status int
 	dbus   string
-	mcp    int64
 }
 
-// JSON-RPC codes: -32602 invalid params, -32000.. server errors.
 var table = map[Kind]mapping{
-	Internal:      {1, http.StatusInternalServerError, "org.opdbus1.Error.Failed", -32603},
-	Invalid:       {1, http.StatusBadRequest, "org.freedesktop.DBus.Error.InvalidArgs", -32602},
-	UnknownPlugin: {1, http.StatusNotFound, "org.opdbus1.Error.UnknownPlugin", -32602},
-	Unavailable:   {1, http.StatusServiceUnavailable, "org.opdbus1.Error.Unavailable", -32001},
-	Locked:        {1, http.StatusConflict, "org.opdbus1.Error.Locked", -32002},
-	UnknownPlan:   {1, http.StatusConflict, "org.opdbus1.Error.UnknownPlan", -32003},
-	StalePlan:     {1, http.StatusConflict, "org.opdbus1.Error.StalePlan", -32004},
-	Damaged:       {1, http.StatusInternalServerError, "org.opdbus1.Error.Damaged", -32005},
-	Unsupported:   {1, http.StatusNotImplemented, "org.opdbus1.Error.Unsupported", -32006},
-	NotFound:      {1, http.StatusNotFound, "org.opdbus1.Error.NotFound", -32007},
-	Denied:        {1, http.StatusForbidden, "org.freedesktop.DBus.Error.AccessDenied", -32008},
-	Failed:        {1, http.StatusInternalServerError, "org.opdbus1.Error.Failed", -32009},
+	Internal:      {1, http.StatusInternalServerError, "org.opdbus1.Error.Failed"},
+	Invalid:       {1, http.StatusBadRequest, "org.freedesktop.DBus.Error.InvalidArgs"},
+	UnknownPlugin: {1, http.StatusNotFound, "org.opdbus1.Error.UnknownPlugin"},
+	Unavailable:   {1, http.StatusServiceUnavailable, "org.opdbus1.Error.Unavailable"},
+	Locked:        {1, http.StatusConflict, "org.opdbus1.Error.Locked"},
+	UnknownPlan:   {1, http.StatusConflict, "org.opdbus1.Error.UnknownPlan"},
+	StalePlan:     {1, http.StatusConflict, "org.opdbus1.Error.StalePlan"},
+	Damaged:       {1, http.StatusInternalServerError, "org.opdbus1.Error.Damaged"},
+	Unsupported:   {1, http.StatusNotImplemented, "org.opdbus1.Error.Unsupported"},
+	NotFound:      {1, http.StatusNotFound, "org.opdbus1.Error.NotFound"},
+	Denied:        {1, http.StatusForbidden, "org.freedesktop.DBus.Error.AccessDenied"},
+	Failed:        {1, http.StatusInternalServerError, "org.opdbus1.Error.Failed"},
 }
 
 // ExitCode is the CLI's exit code for err (0 for nil). Every error is 1:
@@ -120,11 +119,9 @@ func ExitCode(err error) int {
 // HTTPStatus is the API's status for err.
 func HTTPStatus(err error) int { return table[Of(err)].status }
 
-// Code is the API's and MCP's machine-readable code for err.
+// Code is the machine-readable code of err: the API's error code, and the
+// code MCP tool errors name.
 func Code(err error) string { return Of(err).String() }
 
 // DBusName is the D-Bus error name for err.
 func DBusName(err error) string { return table[Of(err)].dbus }
-
-// MCPCode is the JSON-RPC error code an MCP server answers err with.
-func MCPCode(err error) int64 { return table[Of(err)].mcp }

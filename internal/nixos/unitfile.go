@@ -3,7 +3,8 @@ package nixos
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -75,7 +76,7 @@ func RenderUnitFile(svc SystemdService) (string, error) {
 		b.WriteString("\n[Service]\n")
 		if len(svc.Environment) > 0 {
 			var env []any
-			for _, k := range sortedKeys(svc.Environment) {
+			for _, k := range slices.Sorted(maps.Keys(svc.Environment)) {
 				v, err := unitValue(svc.Environment[k])
 				if err != nil {
 					return "", fmt.Errorf("environment.%s: %w", k, err)
@@ -106,19 +107,10 @@ func RenderUnitFile(svc SystemdService) (string, error) {
 	return b.String(), nil
 }
 
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // writeSection writes key=value lines in key order (as Nix lists attribute
 // names), a list as one line per element; a null value writes nothing.
 func writeSection(b *strings.Builder, m map[string]any) error {
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		vs, ok := m[k].([]any)
 		if !ok {
 			if m[k] == nil {

@@ -19,7 +19,7 @@ const testVersion = "0.0.0~test1.abc1234"
 func buildDeb(t *testing.T) (repo, deb string) {
 	t.Helper()
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
+		unavailable(t, "dpkg-deb not installed")
 	}
 	repo, err := filepath.Abs("../..")
 	if err != nil {
@@ -198,7 +198,7 @@ func TestDeb(t *testing.T) {
 			t.Errorf("not a man page:\n%.300s", src)
 		}
 		if _, err := exec.LookPath("man"); err != nil {
-			t.Skip("man not installed")
+			unavailable(t, "man not installed")
 		}
 		cmd := exec.Command("man", "-l", page)
 		cmd.Env = append(os.Environ(), "MANPAGER=cat", "PAGER=cat", "MANWIDTH=80")
@@ -256,10 +256,10 @@ func TestDeb(t *testing.T) {
 		// /etc and /var take every write, so the host is left as it was;
 		// a tmpfs over /run makes it a host where systemd is not running.
 		if os.Geteuid() != 0 {
-			t.Skip("needs root for a mount namespace")
+			unavailable(t, "needs root for a mount namespace")
 		}
 		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("unshare not installed")
+			unavailable(t, "unshare not installed")
 		}
 		script := `set -e
 for d in /usr /etc /var; do
@@ -311,7 +311,7 @@ dpkg --purge op-dbus >/dev/null
 
 	t.Run("lintian", func(t *testing.T) {
 		if _, err := exec.LookPath("lintian"); err != nil {
-			t.Skip("lintian not installed (apt-get install lintian)")
+			unavailable(t, "lintian not installed (apt-get install lintian)")
 		}
 		out, _ := exec.Command("lintian", "--tag-display-limit", "0", deb).CombinedOutput()
 		t.Logf("lintian:\n%s", out)

@@ -13,10 +13,10 @@ import (
 // records the calls. With and without /run/systemd/system.
 func TestMaintainerScripts(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root for a mount namespace")
+		unavailable(t, "needs root for a mount namespace")
 	}
 	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare not installed")
+		unavailable(t, "unshare not installed")
 	}
 	repo, err := filepath.Abs("../..")
 	if err != nil {
